@@ -1,0 +1,126 @@
+"""Tenant budgets: tokens per minute, tokens per day, audio seconds per day.
+
+The counters are written by the ledger's charge script (one atomic script per charge, so they
+agree across replicas). Here they are read and compared with the tenant's limits.
+
+Tokens per minute uses fixed 60 s windows keyed by their start (``{t:X}:tpm:<start>``), not a
+sliding window: one INCRBY per charge, a key that expires by itself, and an exact
+Retry-After (the end of the window) that a client can act on. The known cost is that a tenant
+can spend up to twice its budget across a window boundary; since usage is only known after a
+response (``response.done``) a budget is already a post-hoc check that can overshoot by one
+response, and the upstream's own limits stay in force, so exactness at the boundary buys
+little for a second counter per charge.
+
+Days are UTC days; a day's budget resets at 00:00 UTC. Audio seconds count input and output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from gateway.config import TenantLimits
+from gateway.store import keys
+from gateway.store.connection import RedisClient, translated
+from gateway.store.ledger import (
+    AUDIO_IN_MS,
+    AUDIO_OUT_MS,
+    TOKENS,
+    WINDOW_S,
+    utc_day,
+    window_start,
+)
+
+QuotaName = Literal["tokens_per_minute", "tokens_per_day", "audio_seconds_per_day"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuotaItem:
+    name: QuotaName
+    limit: float
+    used: float
+    reset_seconds: float  # until this counter starts again from zero
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.limit - self.used)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.limit
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuotaStatus:
+    allowed: bool
+    retry_after_s: float | None  # when every exhausted counter has reset; None when allowed
+    items: tuple[QuotaItem, ...]  # one per limit the tenant has (unlimited ones left out)
+
+    def item(self, name: QuotaName) -> QuotaItem | None:
+        return next((i for i in self.items if i.name == name), None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    """The raw counters at one instant."""
+
+    tokens_minute: int
+    tokens_day: int
+    audio_ms_day: int
+
+
+def decide(limits: TenantLimits, used: QuotaUsage, now: float) -> QuotaStatus:
+    """Pure: compare counters with limits."""
+    to_minute_end = window_start(now) + WINDOW_S - now
+    to_day_end = 86400 - (now % 86400)
+    candidates: list[tuple[QuotaName, float | None, float, float]] = [
+        ("tokens_per_minute", limits.tokens_per_minute, used.tokens_minute, to_minute_end),
+        ("tokens_per_day", limits.tokens_per_day, used.tokens_day, to_day_end),
+        ("audio_seconds_per_day", limits.audio_seconds_per_day, used.audio_ms_day / 1000,
+         to_day_end),
+    ]  # fmt: skip
+    items = tuple(
+        QuotaItem(name, float(limit), float(value), reset)
+        for name, limit, value, reset in candidates
+        if limit is not None
+    )
+    waits = [i.reset_seconds for i in items if i.exhausted]
+    return QuotaStatus(
+        allowed=not waits,
+        retry_after_s=max(waits) if waits else None,
+        items=items,
+    )
+
+
+class QuotaStore:
+    def __init__(self, client: RedisClient, *, clock: Callable[[], float] = time.time) -> None:
+        self._r = client
+        self._clock = clock
+
+    @translated
+    async def usage(self, tenant_id: str, now: float | None = None) -> QuotaUsage:
+        at = self._clock() if now is None else now
+        day = utc_day(at)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.get(keys.tokens_minute(tenant_id, window_start(at)))
+        pipe.hmget(keys.ledger_day(tenant_id, day), [TOKENS, AUDIO_IN_MS, AUDIO_OUT_MS])
+        minute, (tokens, audio_in, audio_out) = await pipe.execute()
+        return QuotaUsage(
+            tokens_minute=int(minute or 0),
+            tokens_day=int(tokens or 0),
+            audio_ms_day=int(audio_in or 0) + int(audio_out or 0),
+        )
+
+    async def check(
+        self, tenant_id: str, limits: TenantLimits, now: float | None = None
+    ) -> QuotaStatus:
+        at = self._clock() if now is None else now
+        if (
+            limits.tokens_per_minute is None
+            and limits.tokens_per_day is None
+            and limits.audio_seconds_per_day is None
+        ):
+            return QuotaStatus(allowed=True, retry_after_s=None, items=())
+        return decide(limits, await self.usage(tenant_id, at), at)
