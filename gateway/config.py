@@ -25,7 +25,7 @@ from pydantic_settings import (
 MIB = 1024 * 1024
 
 
-class UpstreamKind(str, enum.Enum):
+class UpstreamKind(enum.StrEnum):
     """Where an upstream lives; it decides the URL form, the auth header and the protocol."""
 
     OPENAI = "openai"  # wss://api.openai.com/v1/realtime?model=  Bearer, GA
@@ -35,7 +35,8 @@ class UpstreamKind(str, enum.Enum):
 
 
 class Credential(BaseModel):
-    """One key that may open upstream sessions. Several may serve one upstream (projects, regions)."""
+    """One key that may open upstream sessions; several may serve one upstream (projects,
+    regions)."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     api_key: SecretStr
@@ -117,14 +118,14 @@ class BootstrapTenant(BaseModel):
     limits: TenantLimits = Field(default_factory=TenantLimits)
 
 
-class QuotaFailMode(str, enum.Enum):
+class QuotaFailMode(enum.StrEnum):
     """What a decision does while Redis is unreachable."""
 
     OPEN = "open"  # let the session go on / in; charges are buffered and written later
     CLOSED = "closed"  # refuse what needs a fresh decision
 
 
-class LogFormat(str, enum.Enum):
+class LogFormat(enum.StrEnum):
     JSON = "json"
     TEXT = "text"
 

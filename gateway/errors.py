@@ -93,7 +93,7 @@ class GatewayError(Exception):
         return {"Retry-After": str(max(1, int(-(-self.retry_after // 1))))}
 
     def realtime_error(self) -> dict[str, Any]:
-        """The ``error`` object of a realtime ``error`` event (the event id is added by the caller)."""
+        """The ``error`` object of a realtime ``error`` event (the caller adds the event id)."""
         return {
             "type": self.error_type,
             "code": self.code,
@@ -128,7 +128,7 @@ class FrameTooLarge(GatewayError):
     form = ErrorForm(413, CLOSE_TOO_BIG, "invalid_request_error", "frame_too_large")
 
 
-class MissingModel(InvalidRequest):
+class MissingParameter(InvalidRequest):
     form = ErrorForm(400, None, "invalid_request_error", "missing_required_parameter")
 
 
@@ -199,6 +199,13 @@ class SessionLimitReached(GatewayError):
     """The session's own duration limit: the session ends."""
 
     form = ErrorForm(429, CLOSE_POLICY, "invalid_request_error", "session_expired")
+
+
+class SessionTerminated(GatewayError):
+    """Ended from outside: by an administrator, by the tenant, or because the tenant was
+    disabled."""
+
+    form = ErrorForm(409, CLOSE_POLICY, "invalid_request_error", "session_terminated")
 
 
 class IdleTimeout(GatewayError):

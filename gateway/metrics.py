@@ -1,0 +1,194 @@
+"""Prometheus metrics: the only module that imports prometheus_client.
+
+Names follow Prometheus conventions (prefix ``realtime_gateway_``, ``_total`` counters, base
+units ``_seconds`` and ``_bytes``). Labels come from bounded sets only: directions, reasons, close
+codes, token classes, configured upstream and credential names, the known event types (anything
+else is counted as ``other``), and the tenant id only while the number of tenants seen stays
+under ``metrics_tenant_label_cap`` (then ``_other``). Never session ids or tokens.
+
+Each app has its own registry so that several gateways can live in one test process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+P = "realtime_gateway_"
+OTHER_TENANT = "_other"
+
+# Event types that may appear as a label value; the rest is counted as "other" so that a client
+# sending random types cannot blow up the series count.
+KNOWN_EVENT_TYPES = frozenset(
+    {
+        "session.update", "session.created", "session.updated", "transcription_session.update",
+        "transcription_session.updated", "input_audio_buffer.append", "input_audio_buffer.commit",
+        "input_audio_buffer.clear", "input_audio_buffer.committed", "input_audio_buffer.cleared",
+        "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.timeout_triggered", "output_audio_buffer.clear",
+        "conversation.created", "conversation.item.create", "conversation.item.created",
+        "conversation.item.added", "conversation.item.done", "conversation.item.retrieve",
+        "conversation.item.retrieved", "conversation.item.truncate", "conversation.item.truncated",
+        "conversation.item.delete", "conversation.item.deleted",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.failed",
+        "response.create", "response.cancel", "response.created", "response.done",
+        "response.output_item.added", "response.output_item.done",
+        "response.content_part.added", "response.content_part.done",
+        "response.output_text.delta", "response.output_text.done", "response.text.delta",
+        "response.text.done", "response.output_audio.delta", "response.output_audio.done",
+        "response.audio.delta", "response.audio.done", "response.output_audio_transcript.delta",
+        "response.output_audio_transcript.done", "response.audio_transcript.delta",
+        "response.audio_transcript.done", "response.function_call_arguments.delta",
+        "response.function_call_arguments.done", "rate_limits.updated", "error",
+    }
+)  # fmt: skip
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+
+
+class Metrics:
+    """Every metric of one gateway process, on its own registry."""
+
+    def __init__(self, tenant_label_cap: int = 50) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._tenant_cap = tenant_label_cap
+        self._tenants: set[str] = set()
+        r = self.registry
+        self.live_sessions = Gauge(
+            P + "live_sessions", "Sessions relayed now.", ["tenant"], registry=r
+        )
+        self.sessions_started = Counter(
+            P + "sessions_started", "Sessions accepted.", ["tenant"], registry=r
+        )
+        self.sessions_ended = Counter(
+            P + "sessions_ended",
+            "Sessions ended, by reason and the close code sent to the client.",
+            ["tenant", "reason", "close_code"],
+            registry=r,
+        )
+        self.refused_upgrades = Counter(
+            P + "refused_upgrades", "WebSocket upgrades answered with an HTTP error.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.session_duration = Histogram(
+            P + "session_duration_seconds", "Session duration.", buckets=_DURATION_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.upstream_connect = Histogram(
+            P + "upstream_connect_seconds", "Time to open the upstream session (handshake and "
+            "bound session configuration).", ["upstream"], buckets=_CONNECT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.first_delta = Histogram(
+            P + "first_delta_seconds",
+            "Time from response.create or speech_stopped to the first audio or text delta.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.relayed_events = Counter(
+            P + "relayed_events", "Events relayed.", ["direction", "type"], registry=r
+        )
+        self.relayed_bytes = Counter(
+            P + "relayed_bytes", "Bytes of event payload relayed.", ["direction"], registry=r
+        )
+        self.refused_events = Counter(
+            P + "refused_client_events", "Client events answered with an error and not forwarded.",
+            ["code"], registry=r,
+        )  # fmt: skip
+        self.tokens = Counter(
+            P + "tokens", "Tokens reported by the upstream, by class.", ["tenant", "class"],
+            registry=r,
+        )  # fmt: skip
+        self.audio_seconds = Counter(
+            P + "audio_seconds", "Seconds of audio relayed.", ["tenant", "direction"], registry=r
+        )
+        self.cost = Counter(P + "cost_usd", "Cost in US dollars.", ["tenant"], registry=r)
+        self.responses = Counter(
+            P + "responses", "Responses finished, by status.", ["status"], registry=r
+        )
+        self.upstream_ratelimit_remaining = Gauge(
+            P + "upstream_ratelimit_remaining", "Upstream rate-limit remaining, last reported.",
+            ["upstream", "credential", "name"], registry=r,
+        )  # fmt: skip
+        self.upstream_ratelimit_limit = Gauge(
+            P + "upstream_ratelimit_limit", "Upstream rate-limit size, last reported.",
+            ["upstream", "credential", "name"], registry=r,
+        )  # fmt: skip
+        self.upstream_sessions = Counter(
+            P + "upstream_sessions", "Upstream sessions opened.", ["upstream", "credential"],
+            registry=r,
+        )  # fmt: skip
+        self.upstream_errors = Counter(
+            P + "upstream_errors", "Upstream failures: refused connects, errors, lost sessions.",
+            ["upstream", "kind"], registry=r,
+        )  # fmt: skip
+        self.quota_refusals = Counter(
+            P + "quota_refusals", "Requests refused for a tenant limit.", ["tenant", "limit"],
+            registry=r,
+        )  # fmt: skip
+        self.tenant_tokens_remaining = Gauge(
+            P + "tenant_tokens_remaining", "Tenant token budget left, last computed.",
+            ["tenant", "window"], registry=r,
+        )  # fmt: skip
+        self.redis_errors = Counter(
+            P + "redis_errors", "Redis operations that failed.", ["operation"], registry=r
+        )
+        self.buffered_charges = Gauge(
+            P + "buffered_charges", "Usage charges held in memory until Redis takes them.",
+            registry=r,
+        )  # fmt: skip
+        self.relay_queue_depth = Gauge(
+            P + "relay_queue_frames", "Frames received and not yet sent on, over all sessions.",
+            registry=r,
+        )  # fmt: skip
+        self.dropped_frames = Counter(
+            P + "dropped_frames", "Frames dropped for backpressure (the relay blocks instead, so "
+            "this stays 0 unless a queue limit is configured).", ["direction"], registry=r,
+        )  # fmt: skip
+        self.tokens_minted = Counter(
+            P + "client_secrets_minted", "Client secrets minted.", ["tenant"], registry=r
+        )
+        self.tokens_redeemed = Counter(
+            P + "client_secrets_redeemed", "Client secrets used to open a session.", ["tenant"],
+            registry=r,
+        )  # fmt: skip
+        self.draining = Gauge(P + "draining", "1 while this replica drains.", registry=r)
+        # Pre-resolved children for the per-frame counters: a labels() lookup per frame costs
+        # more than the increment itself.
+        self._event_children: dict[tuple[str, str | bytes], Counter] = {}
+        self.client_bytes = self.relayed_bytes.labels("client_to_upstream")
+        self.upstream_bytes = self.relayed_bytes.labels("upstream_to_client")
+
+    def tenant(self, tenant_id: str) -> str:
+        """The label value for a tenant: its id while under the cap, then ``_other``."""
+        if tenant_id in self._tenants:
+            return tenant_id
+        if len(self._tenants) < self._tenant_cap:
+            self._tenants.add(tenant_id)
+            return tenant_id
+        return OTHER_TENANT
+
+    def event(self, direction: str, event_type: str | bytes) -> Counter:
+        key = (direction, event_type)
+        child = self._event_children.get(key)
+        if child is None:
+            name = (
+                event_type.decode("utf-8", "replace")
+                if isinstance(event_type, bytes)
+                else event_type
+            )
+            label = name if name in KNOWN_EVENT_TYPES else "other"
+            child = self.relayed_events.labels(direction, label)
+            self._event_children[key] = child
+        return child
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""One live session: admission, the upstream connection, the two pumps, the close."""

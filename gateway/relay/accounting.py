@@ -1,0 +1,208 @@
+"""What one session reports to the rest of the gateway: usage, budgets, rate limits, metrics.
+
+Implements ``SessionHooks`` for the relay. Charges are written off the relay's path (a task per
+charge through the no-loss ``ChargeBuffer``), so a slow or absent Redis never stalls frames; a
+budget check first waits (briefly) for the session's own charges so that a response.create
+right after a response.done sees that response's tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from gateway.config import QuotaFailMode
+from gateway.errors import GatewayError, RateLimited
+from gateway.limits.pricing import price_for, to_micros
+from gateway.protocol.core import Charge, FirstDelta, UpstreamError
+from gateway.protocol.events import rate_limits_event
+from gateway.protocol.usage import cost_usd
+from gateway.relay.upstreams import credential_key
+from gateway.store import ledger
+from gateway.store.quota import QuotaStatus
+
+if TYPE_CHECKING:
+    from gateway.relay.admission import Admission
+    from gateway.services import Services
+
+log = logging.getLogger("gateway.accounting")
+
+_TOKEN_CLASSES = (
+    "input_text", "input_audio", "input_image", "cached_text", "cached_audio", "cached_image",
+    "output_text", "output_audio",
+)  # fmt: skip
+
+
+class SessionAccounting:
+    def __init__(self, svc: Services, adm: Admission) -> None:
+        self.svc = svc
+        self.adm = adm
+        self.tenant_label = svc.metrics.tenant(adm.tenant.id)
+        self.price = price_for(adm.model, svc.settings.prices)
+        self.cost_micros = 0
+        self._pending: set[asyncio.Task[Any]] = set()
+        m = svc.metrics
+        self._client_events = m.client_bytes
+        self._upstream_events = m.upstream_bytes
+        self._tokens = {c: m.tokens.labels(self.tenant_label, c) for c in _TOKEN_CLASSES}
+
+    # ---- per frame (hot path: counters only) -------------------------------------------
+
+    def relayed(self, direction: str, kind: str | bytes, size: int) -> None:
+        metrics = self.svc.metrics
+        metrics.event(direction, kind).inc()
+        if direction == "client_to_upstream":
+            self._client_events.inc(size)
+        else:
+            self._upstream_events.inc(size)
+
+    def observe(self, effect: FirstDelta | UpstreamError) -> None:
+        if isinstance(effect, FirstDelta):
+            self.svc.metrics.first_delta.observe(effect.seconds)
+        else:
+            self.svc.metrics.upstream_errors.labels(
+                self.adm.target.upstream.name, "error_event"
+            ).inc()
+            log.info(
+                "upstream error event",
+                extra={"session_id": self.adm.session_id, "code": effect.code},
+            )
+
+    # ---- per response -------------------------------------------------------------------
+
+    def charge(self, charge: Charge) -> None:
+        usage = charge.usage
+        cost = cost_usd(usage, self.price) if self.price is not None else 0.0
+        micros = to_micros(cost)
+        self.cost_micros += micros
+        booked = ledger.Charge(
+            tenant_id=self.adm.tenant.id,
+            model=self.adm.model,
+            at=time.time(),
+            tokens=usage.total_tokens,
+            usage={k: v for k, v in usage.as_dict().items() if v},
+            audio_in_seconds=charge.audio_in_seconds,
+            audio_out_seconds=charge.audio_out_seconds,
+            cost_micros=micros,
+            responses=1 if charge.response_id else 0,
+        )
+        task = asyncio.create_task(self.svc.charges.charge(booked), name="charge")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        self._metrics_for(charge, cost)
+
+    def open_charge(self) -> None:
+        """The session itself is counted in the ledger (sessions per day)."""
+        booked = ledger.Charge(
+            tenant_id=self.adm.tenant.id, model=self.adm.model, at=time.time(), sessions=1
+        )
+        task = asyncio.create_task(self.svc.charges.charge(booked), name="charge")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _metrics_for(self, charge: Charge, cost: float) -> None:
+        m = self.svc.metrics
+        for name, value in charge.usage.as_dict().items():
+            if value and name in self._tokens:
+                self._tokens[name].inc(value)
+        if charge.audio_in_seconds:
+            m.audio_seconds.labels(self.tenant_label, "in").inc(charge.audio_in_seconds)
+        if charge.audio_out_seconds:
+            m.audio_seconds.labels(self.tenant_label, "out").inc(charge.audio_out_seconds)
+        if cost:
+            m.cost.labels(self.tenant_label).inc(cost)
+        if charge.status and charge.response_id:
+            m.responses.labels(charge.status).inc()
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait for this session's charges to be booked or buffered."""
+        if self._pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*self._pending, return_exceptions=True), timeout
+                )
+
+    async def check_quota(self) -> RateLimited | None:
+        await self.settle(timeout=1.0)
+        status = await self._status()
+        if status is None or status.allowed:
+            return None
+        exhausted = [i.name for i in status.items if i.exhausted]
+        for name in exhausted:
+            self.svc.metrics.quota_refusals.labels(self.tenant_label, name).inc()
+        return RateLimited(
+            f"This tenant is over its budget ({', '.join(exhausted)}). "
+            f"Try again in {status.retry_after_s or 1:.0f} seconds.",
+            retry_after=status.retry_after_s or 1.0,
+        )
+
+    async def _status(self) -> QuotaStatus | None:
+        """None when the budget cannot be read and the fail mode says go on."""
+        tenant = self.adm.tenant
+        try:
+            return await self.svc.store.quota.check(tenant.id, tenant.limits)
+        except GatewayError:
+            self.svc.metrics.redis_errors.labels("quota_check").inc()
+            if self.svc.settings.quota_fail_mode is QuotaFailMode.CLOSED:
+                return QuotaStatus(allowed=False, retry_after_s=5.0, items=())
+            return None
+
+    async def rate_limits_seen(self, entries: list[dict[str, object]]) -> bytes | None:
+        task = asyncio.create_task(self._record_rate_limits(entries), name="ratelimits")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        if self.adm.tenant.policy.rate_limits_passthrough:
+            return None
+        status = await self._status()
+        return rate_limits_event(self.svc.event_id(), tenant_rate_limits(status))
+
+    async def _record_rate_limits(self, entries: list[dict[str, object]]) -> None:
+        target = self.adm.target
+        for entry in entries:
+            name, limit, remaining = entry.get("name"), entry.get("limit"), entry.get("remaining")
+            if isinstance(name, str) and name in (
+                "requests",
+                "tokens",
+                "input_tokens",
+                "output_tokens",
+            ):
+                labels = (target.upstream.name, target.credential.name, name)
+                if isinstance(remaining, int | float):
+                    self.svc.metrics.upstream_ratelimit_remaining.labels(*labels).set(remaining)
+                if isinstance(limit, int | float):
+                    self.svc.metrics.upstream_ratelimit_limit.labels(*labels).set(limit)
+        try:
+            await self.svc.store.ratelimits.record(credential_key(target), entries)
+        except GatewayError:
+            self.svc.metrics.redis_errors.labels("ratelimits_record").inc()
+
+
+def tenant_rate_limits(status: QuotaStatus | None) -> list[dict[str, Any]]:
+    """The tenant's own figures in the shape of ``rate_limits.updated`` entries."""
+    if status is None:
+        return []
+    out: list[dict[str, Any]] = []
+    tokens = status.item("tokens_per_minute") or status.item("tokens_per_day")
+    if tokens is not None:
+        out.append(
+            {
+                "name": "tokens",
+                "limit": int(tokens.limit),
+                "remaining": int(tokens.remaining),
+                "reset_seconds": round(tokens.reset_seconds, 3),
+            }
+        )
+    requests = status.item("requests_per_day")  # type: ignore[arg-type]
+    if requests is not None:
+        out.append(
+            {
+                "name": "requests",
+                "limit": int(requests.limit),
+                "remaining": int(requests.remaining),
+                "reset_seconds": round(requests.reset_seconds, 3),
+            }
+        )
+    return out

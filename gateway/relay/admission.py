@@ -1,0 +1,223 @@
+"""Admission of one WebSocket upgrade, before anything is accepted.
+
+Every refusal here becomes an HTTP answer to the upgrade (401/403/429/503 with a JSON body), never
+an accept-then-close. The order is chosen so that nothing is consumed for a client that is
+refused: the token is peeked (not used) while the tenant, origin, model and budget are checked,
+the concurrency lease is taken, and only then is the token redeemed; if the upstream then fails,
+the lease is released and the token's use is given back so the client can retry with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from gateway.errors import (
+    Draining,
+    GatewayError,
+    InvalidRequest,
+    InvalidValue,
+    MissingParameter,
+    ModelNotAllowed,
+    OriginNotAllowed,
+    RateLimited,
+    TenantDisabled,
+    Unauthenticated,
+    UpstreamUnavailable,
+)
+from gateway.protocol import translate as tr
+from gateway.protocol.handshake import Handshake, origin_allowed
+from gateway.relay.upstream import UpstreamTarget, open_upstream
+from gateway.store.hashing import new_id
+from gateway.store.tenants import TenantRecord
+from gateway.store.tokens import TokenRecord
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+log = logging.getLogger("gateway.admission")
+
+# Session fields that cannot be set by session.update (they are chosen by the URL).
+_NOT_UPDATABLE = ("model", "object", "id", "expires_at")
+
+
+@dataclasses.dataclass(slots=True)
+class Admission:
+    session_id: str
+    tenant: TenantRecord
+    token: TokenRecord | None
+    model: str
+    client_protocol: Literal["ga", "beta"]
+    target: UpstreamTarget
+    upstream: ClientConnection
+    session_created: bytes  # the upstream's session.created, showing the bound configuration
+    bound_session: dict[str, Any]
+    connect_seconds: float
+
+
+def resolve_model(bound: Mapping[str, Any], requested: str | None) -> str:
+    bound_model = bound.get("model")
+    if isinstance(bound_model, str) and bound_model:
+        if requested and requested != bound_model:
+            raise InvalidValue(
+                f"The model '{requested}' does not match the client secret's model "
+                f"'{bound_model}'.",
+                param="model",
+            )
+        return bound_model
+    if not requested:
+        raise MissingParameter("Missing required parameter: 'model'.", param="model")
+    return requested
+
+
+async def admit(svc: Services, hs: Handshake) -> Admission:
+    if svc.draining:
+        raise Draining("This gateway replica is shutting down. Reconnect to open a new session.")
+    if hs.credential is None:
+        raise Unauthenticated(
+            "You didn't provide an API key or client secret. Send it as 'Authorization: Bearer "
+            "<key>' or in the 'openai-insecure-api-key.<key>' subprotocol."
+        )
+    token: TokenRecord | None = None
+    if hs.is_client_secret:
+        token = await svc.store.tokens.peek(hs.credential)
+        tenant = await svc.store.tenants.get(token.tenant_id)
+        if tenant.disabled:
+            raise TenantDisabled("This tenant is disabled.")
+    else:
+        tenant = await svc.store.tenants.authenticate(hs.credential)
+    allowed = (token.allowed_origins if token else None) or tenant.policy.allowed_origins
+    if not origin_allowed(hs.origin, allowed):
+        raise OriginNotAllowed("This origin is not allowed to open sessions for this tenant.")
+    bound = dict(token.session_config) if token else {}
+    model = resolve_model(bound, hs.model)
+    models = tenant.models or svc.settings.default_models
+    if models and model not in models:
+        raise ModelNotAllowed(f"The model '{model}' is not allowed for this tenant.", param="model")
+    client_protocol: Literal["ga", "beta"] = (
+        "beta" if hs.beta_requested or (token is not None and token.protocol == "beta") else "ga"
+    )
+    refusal = await svc.quota_refusal(tenant)
+    if refusal is not None:
+        raise refusal
+    target = await svc.upstreams.choose(model)
+    session_id = new_id("sess_")
+    limit = tenant.limits.max_concurrent_sessions
+    lease = await svc.store.sessions.acquire_lease(tenant.id, session_id, limit)
+    if not lease.granted:
+        svc.metrics.quota_refusals.labels(svc.metrics.tenant(tenant.id), "sessions").inc()
+        raise RateLimited(
+            f"Too many concurrent sessions for this tenant (limit {limit}).", retry_after=1
+        )
+    try:
+        if token is not None:
+            await svc.store.tokens.redeem(hs.credential)
+        try:
+            started = time.monotonic()
+            upstream, created = await asyncio.wait_for(
+                _open_session(svc, target, model, bound),
+                svc.settings.upstream_connect_timeout_seconds,
+            )
+        except BaseException as exc:
+            if token is not None:
+                with contextlib.suppress(GatewayError):
+                    await svc.store.tokens.refund(hs.credential)
+            if isinstance(exc, TimeoutError):
+                svc.metrics.upstream_errors.labels(target.upstream.name, "connect_timeout").inc()
+                raise UpstreamUnavailable(
+                    f"The upstream '{target.upstream.name}' did not answer in time."
+                ) from None
+            if isinstance(exc, GatewayError):
+                svc.metrics.upstream_errors.labels(target.upstream.name, exc.code).inc()
+            raise
+    except BaseException:
+        with contextlib.suppress(GatewayError):
+            await svc.store.sessions.release_lease(tenant.id, session_id)
+        raise
+    elapsed = time.monotonic() - started
+    svc.metrics.upstream_connect.labels(target.upstream.name).observe(elapsed)
+    svc.metrics.upstream_sessions.labels(target.upstream.name, target.credential.name).inc()
+    return Admission(
+        session_id=session_id,
+        tenant=tenant,
+        token=token,
+        model=model,
+        client_protocol=client_protocol,
+        target=target,
+        upstream=upstream,
+        session_created=created,
+        bound_session=bound,
+        connect_seconds=elapsed,
+    )
+
+
+async def _open_session(
+    svc: Services, target: UpstreamTarget, model: str, bound: Mapping[str, Any]
+) -> tuple[ClientConnection, bytes]:
+    """Connect, read session.created, apply the bound configuration, and return the
+    ``session.created`` the client should see (the upstream's, showing the bound config)."""
+    ws = await open_upstream(
+        target,
+        model,
+        timeout=svc.settings.upstream_connect_timeout_seconds,
+        max_frame_bytes=svc.settings.max_frame_bytes,
+        compression=svc.settings.compression,
+    )
+    try:
+        created_raw = await _expect(ws, ("session.created", "transcription_session.created"))
+        update = {k: v for k, v in bound.items() if k not in _NOT_UPDATABLE}
+        if len(update) <= 1 and set(update) <= {"type"}:
+            return ws, created_raw
+        if target.protocol == "beta":
+            beta_session = tr.ga_session_to_beta(update)
+            beta_session.pop("type", None)
+            event = {"type": "session.update", "session": beta_session}
+        else:
+            event = {"type": "session.update", "session": update}
+        event["event_id"] = "gw_bind_" + new_id("", 6)
+        await ws.send(orjson.dumps(event), text=True)
+        updated_raw = await _expect(ws, ("session.updated", "transcription_session.updated"))
+        created = orjson.loads(created_raw)
+        created["session"] = orjson.loads(updated_raw).get("session", created.get("session"))
+        return ws, orjson.dumps(created)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await ws.close(1000, "gateway could not set up the session")
+        raise
+
+
+async def _expect(ws: ClientConnection, types: tuple[str, ...]) -> bytes:
+    """The next frame, which must be one of ``types``; an upstream error event is reported."""
+    try:
+        raw = await ws.recv(decode=False)
+    except ConnectionClosed as exc:
+        frame = exc.rcvd
+        detail = f" (close code {frame.code}: {frame.reason})" if frame else ""
+        raise UpstreamUnavailable(
+            f"The upstream closed the session while opening it{detail}."
+        ) from None
+    data = raw if isinstance(raw, bytes) else bytes(raw)
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamUnavailable("The upstream sent an unreadable frame while opening.") from None
+    kind = event.get("type") if isinstance(event, dict) else None
+    if kind in types:
+        return data
+    if kind == "error":
+        err = event.get("error") or {}
+        message = err.get("message") if isinstance(err, dict) else None
+        raise InvalidRequest(
+            f"The upstream refused the session configuration: {message or 'unknown error'}",
+            param=err.get("param") if isinstance(err, dict) else None,
+        )
+    raise UpstreamUnavailable(f"The upstream sent '{kind}' while opening the session.")

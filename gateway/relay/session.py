@@ -1,0 +1,308 @@
+"""One live session: two pumps, a supervisor, and a clean close.
+
+``RelaySession.run`` owns every task it starts. The client->upstream pump and the
+upstream->client pump each move frames through the ``SessionCore`` and carry out its outcome;
+the supervisor ends the session when either pump stops, when the session's duration or idle
+limit is hit, or when someone asks (admin end, drain). Whatever ends it, both sides are closed
+with a code that says why, and the usage not yet charged is charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from typing import Protocol
+
+import orjson
+
+from gateway.errors import (
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    GatewayError,
+    IdleTimeout,
+    RateLimited,
+    SessionLimitReached,
+    UnsupportedFrame,
+)
+from gateway.protocol.core import (
+    AutoResponse,
+    Charge,
+    FirstDelta,
+    Outcome,
+    RateLimitsSeen,
+    SessionCore,
+    UpstreamError,
+)
+from gateway.protocol.events import error_event
+from gateway.relay.transport import BinaryFrame, Closed, Peer
+
+log = logging.getLogger("gateway.relay")
+
+
+class SessionHooks(Protocol):
+    """What the relay needs from the rest of the gateway, per session."""
+
+    async def check_quota(self) -> RateLimited | None:
+        """None when the tenant may start a response now."""
+        ...
+
+    def charge(self, charge: Charge) -> None:
+        """Account a charge. Must not block and must not lose it (buffered when Redis is down)."""
+        ...
+
+    async def rate_limits_seen(self, entries: list[dict[str, object]]) -> bytes | None:
+        """Record the upstream's figures; return the event to show the client instead, if any."""
+        ...
+
+    def observe(self, effect: FirstDelta | UpstreamError) -> None: ...
+
+    def relayed(self, direction: str, kind: str | bytes, size: int) -> None: ...
+
+
+@dataclasses.dataclass(slots=True)
+class SessionEnd:
+    """How the session ended: for the record, the log and the metrics."""
+
+    reason: str
+    client_close_code: int
+    upstream_close_code: int | None = None
+    detail: str = ""
+
+
+@dataclasses.dataclass(slots=True)
+class Limits:
+    max_duration: float | None = None
+    idle_timeout: float | None = None
+
+
+class RelaySession:
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        client: Peer,
+        upstream: Peer,
+        core: SessionCore,
+        hooks: SessionHooks,
+        limits: Limits,
+    ) -> None:
+        self.session_id = session_id
+        self.client = client
+        self.upstream = upstream
+        self.core = core
+        self.hooks = hooks
+        self.limits = limits
+        self._now = time.monotonic
+        self.started = self._now()
+        self._stop = asyncio.Event()
+        self._end: SessionEnd | None = None
+        self._end_error: GatewayError | None = None
+        self._after_response = False
+
+    # ---- control from outside (admin end, drain, tests) -----------------------------------
+
+    def request_end(self, error: GatewayError, *, after_response: bool = False) -> None:
+        """Ask the session to end with ``error`` (sent as an error event, then its close code).
+
+        With ``after_response`` a response in progress is allowed to finish first (drain).
+        """
+        if self._end_error is None:
+            self._end_error = error
+            self._after_response = after_response
+        self._stop.set()
+
+    @property
+    def ending(self) -> bool:
+        return self._end_error is not None
+
+    # ---- the session ------------------------------------------------------------------------
+
+    async def run(self) -> SessionEnd:
+        pumps = [
+            asyncio.create_task(self._client_pump(), name=f"client-pump:{self.session_id}"),
+            asyncio.create_task(self._upstream_pump(), name=f"upstream-pump:{self.session_id}"),
+        ]
+        supervisor = asyncio.create_task(self._supervise(), name=f"supervise:{self.session_id}")
+        try:
+            done, _ = await asyncio.wait([*pumps, supervisor], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    log.error(
+                        "relay task failed",
+                        exc_info=exc,
+                        extra={"session_id": self.session_id},
+                    )
+                    self._set_end(SessionEnd("internal_error", CLOSE_INTERNAL, detail=repr(exc)))
+        finally:
+            for task in [*pumps, supervisor]:
+                task.cancel()
+            for task in [*pumps, supervisor]:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        end = self._end or SessionEnd("unknown", CLOSE_INTERNAL)
+        await self._close_both(end)
+        final = self.core.final_charge()
+        if final is not None:
+            self.hooks.charge(final)
+        return end
+
+    def _set_end(self, end: SessionEnd) -> None:
+        if self._end is None:
+            self._end = end
+
+    async def _close_both(self, end: SessionEnd) -> None:
+        with contextlib.suppress(Closed, Exception):
+            await asyncio.wait_for(self.client.close(end.client_close_code, end.reason), 2)
+        with contextlib.suppress(Closed, Exception):
+            await asyncio.wait_for(self.upstream.close(CLOSE_NORMAL, "client session ended"), 2)
+
+    async def _client_pump(self) -> None:
+        core, upstream, client, hooks, now = (
+            self.core,
+            self.upstream,
+            self.client,
+            self.hooks,
+            self._now,
+        )
+        while True:
+            try:
+                frame = await client.receive()
+            except Closed as closed:
+                self._set_end(SessionEnd("client_closed", closed.code, detail=closed.reason))
+                return
+            if isinstance(frame, BinaryFrame):
+                err = UnsupportedFrame(
+                    "Binary frames are not supported: send JSON events as text frames."
+                )
+                core.counters.refused_client_events += 1
+                await client.send(error_event(err, core.event_ids()))
+                continue
+            outcome = core.client_frame(frame, now())
+            hooks.relayed("client_to_upstream", outcome.kind, len(frame))
+            if outcome.needs_quota and outcome.forward is not None:
+                refusal = await hooks.check_quota()
+                if refusal is not None:
+                    await client.send(core.refuse_response(refusal, _event_id_of(frame)))
+                    continue
+            await self._apply(outcome, toward=upstream, back=client)
+
+    async def _upstream_pump(self) -> None:
+        core, upstream, client, hooks, now = (
+            self.core,
+            self.upstream,
+            self.client,
+            self.hooks,
+            self._now,
+        )
+        while True:
+            try:
+                frame = await upstream.receive()
+            except Closed as closed:
+                self._upstream_closed(closed)
+                return
+            if isinstance(frame, BinaryFrame):
+                continue  # not part of the protocol; nothing to relay
+            outcome = core.upstream_frame(frame, now())
+            hooks.relayed("upstream_to_client", outcome.kind, len(frame))
+            if outcome.effects:
+                await self._effects(outcome)
+            await self._apply(outcome, toward=client, back=upstream)
+            if self._after_response and core.active_response_id is None:
+                self._stop.set()
+
+    async def _apply(self, outcome: Outcome, *, toward: Peer, back: Peer) -> None:
+        if outcome.forward is not None:
+            await toward.send(outcome.forward)
+        for extra in outcome.to_upstream:
+            await self.upstream.send(extra)
+        for extra in outcome.to_client:
+            await self.client.send(extra)
+
+    async def _effects(self, outcome: Outcome) -> None:
+        for effect in outcome.effects:
+            if isinstance(effect, Charge):
+                self.hooks.charge(effect)
+            elif isinstance(effect, RateLimitsSeen):
+                shown = await self.hooks.rate_limits_seen(effect.entries)
+                if shown is not None:
+                    outcome.to_client.append(shown)
+            elif isinstance(effect, AutoResponse):
+                refusal = await self.hooks.check_quota()
+                if refusal is not None:
+                    cancel, notice = self.core.cancel_auto_response(refusal)
+                    outcome.to_upstream.append(cancel)
+                    outcome.to_client.append(notice)
+            else:
+                self.hooks.observe(effect)
+
+    def _upstream_closed(self, closed: Closed) -> None:
+        code = closed.code
+        if code in (1000, 1001):
+            client_code, reason = CLOSE_NORMAL, "upstream_closed"
+        elif code == 1006 or code == 1011:
+            # Lost or failed upstream: a code the SDKs treat as recoverable.
+            client_code, reason = CLOSE_INTERNAL, "upstream_lost"
+        elif 3000 <= code <= 4999 or code in (1008, 1009, 1003, 1007):
+            client_code, reason = code, "upstream_closed"  # meaningful to the client as is
+        else:
+            client_code, reason = CLOSE_INTERNAL, "upstream_lost"
+        self._set_end(SessionEnd(reason, client_code, code, closed.reason))
+
+    async def _supervise(self) -> None:
+        limits = self.limits
+        while True:
+            timeout = self._next_deadline()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout)
+            now = self._now()
+            if self._end_error is not None:
+                if self._after_response and self.core.active_response_id is not None:
+                    self._stop.clear()
+                    continue
+                await self._end_with(self._end_error)
+                return
+            if limits.max_duration is not None and now - self.started >= limits.max_duration:
+                await self._end_with(
+                    SessionLimitReached(
+                        f"Your session hit the maximum duration of {limits.max_duration:g} seconds."
+                    )
+                )
+                return
+            idle_for = now - max(self.core.last_activity, self.started)
+            if limits.idle_timeout is not None and idle_for >= limits.idle_timeout:
+                await self._end_with(
+                    IdleTimeout(f"The session was idle for {limits.idle_timeout:g} seconds.")
+                )
+                return
+
+    def _next_deadline(self) -> float | None:
+        now = self._now()
+        deadlines = []
+        if self.limits.max_duration is not None:
+            deadlines.append(self.started + self.limits.max_duration - now)
+        if self.limits.idle_timeout is not None:
+            last = max(self.core.last_activity, self.started)
+            deadlines.append(last + self.limits.idle_timeout - now)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines))
+
+    async def _end_with(self, error: GatewayError) -> None:
+        with contextlib.suppress(Closed, Exception):
+            await asyncio.wait_for(self.client.send(error_event(error, self.core.event_ids())), 2)
+        self._set_end(
+            SessionEnd(error.code, error.close_code or CLOSE_NORMAL, detail=error.message)
+        )
+
+
+def _event_id_of(frame: bytes) -> str | None:
+    try:
+        event = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return None
+    value = event.get("event_id") if isinstance(event, dict) else None
+    return value if isinstance(value, str) else None

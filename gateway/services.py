@@ -1,0 +1,225 @@
+"""Everything one gateway process holds, wired once by the app's lifespan.
+
+Background work owned here: the replica heartbeat (which renews this replica's session leases),
+the control subscriber (admin ends from any replica arrive over Redis pub/sub), the charge
+buffer's flusher, and, when no upstream is configured, the built-in simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+from gateway.config import Credential, QuotaFailMode, Settings, UpstreamConfig, UpstreamKind
+from gateway.errors import Draining, GatewayError, RateLimited, SessionTerminated
+from gateway.metrics import Metrics
+from gateway.relay.registry import LiveSessions
+from gateway.relay.upstreams import UpstreamPool
+from gateway.store import ChargeBuffer, ControlCommand, Store, TenantRecord, open_store
+
+log = logging.getLogger("gateway.services")
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics(settings.metrics_tenant_label_cap)
+        self.sessions = LiveSessions()
+        self.draining = False
+        self.demo_key: str | None = None
+        self._store: Store | None = None
+        self._upstreams: UpstreamPool | None = None
+        self._sim: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- wiring -----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "services not started"
+        return self._store
+
+    @property
+    def charges(self) -> ChargeBuffer:
+        return self.store.charges
+
+    @property
+    def upstreams(self) -> UpstreamPool:
+        assert self._upstreams is not None, "services not started"
+        return self._upstreams
+
+    def event_id(self) -> str:
+        return "event_" + secrets.token_urlsafe(15)
+
+    async def start(self) -> None:
+        self._store = await open_store(self.settings)
+        upstreams = list(self.settings.upstreams)
+        if not upstreams:
+            upstreams = [await self._start_builtin_simulator()]
+        self._upstreams = UpstreamPool(
+            upstreams,
+            self.store.ratelimits,
+            floor_fraction=self.settings.upstream_tokens_floor_fraction,
+        )
+        for tenant in self.settings.tenants:
+            await self.store.tenants.ensure_bootstrap(tenant)
+        if self.settings.demo:
+            self.demo_key = await self._demo_tenant()
+        self.store.charges.start()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._control(), name="control"),
+        ]
+
+    async def stop(self) -> None:
+        if self.sessions:
+            self.sessions.end_all(Draining("This gateway replica is stopping. Reconnect."))
+            await self.sessions.wait_empty(3)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._store is not None:
+            with contextlib.suppress(GatewayError):
+                await self._store.sessions.remove_replica(self.settings.replica_id)
+            await self._store.close()
+        if self._sim is not None:
+            await self._sim.__aexit__(None, None, None)
+
+    async def _start_builtin_simulator(self) -> UpstreamConfig:
+        from gateway.sim import SimConfig, SimServer
+
+        key = "sk-sim-" + secrets.token_urlsafe(24)
+        sim = SimServer(
+            SimConfig(
+                api_keys=(key,), speed=self.settings.sim_speed,
+                refuse_beta=self.settings.sim_refuse_beta,
+            )
+        )  # fmt: skip
+        await sim.__aenter__()
+        self._sim = sim
+        log.warning(
+            "no upstream configured: serving sessions from the built-in simulator at %s "
+            "(set GATEWAY_UPSTREAM_URL and GATEWAY_UPSTREAM_API_KEY for a real one)",
+            sim.ws_url,
+        )
+        from pydantic import SecretStr
+
+        return UpstreamConfig(
+            name="simulator",
+            kind=UpstreamKind.SIM,
+            url=sim.ws_url,
+            credentials=[Credential(name="builtin", api_key=SecretStr(key))],
+        )
+
+    async def _demo_tenant(self) -> str:
+        try:
+            await self.store.tenants.get("demo")
+        except GatewayError:
+            _, key = await self.store.tenants.create("Demo tenant", tenant_id="demo")
+            return key
+        return await self.store.tenants.rotate_key("demo")
+
+    # ---- admission helpers --------------------------------------------------------------
+
+    async def quota_refusal(self, tenant: TenantRecord) -> RateLimited | None:
+        try:
+            status = await self.store.quota.check(tenant.id, tenant.limits)
+        except GatewayError:
+            self.metrics.redis_errors.labels("quota_check").inc()
+            if self.settings.quota_fail_mode is QuotaFailMode.CLOSED:
+                raise
+            return None
+        if status.allowed:
+            return None
+        exhausted = [i.name for i in status.items if i.exhausted]
+        for name in exhausted:
+            self.metrics.quota_refusals.labels(self.metrics.tenant(tenant.id), name).inc()
+        return RateLimited(
+            f"This tenant is over its budget ({', '.join(exhausted)}).",
+            retry_after=status.retry_after_s or 1.0,
+        )
+
+    # ---- ending sessions from anywhere --------------------------------------------------
+
+    async def end_session(self, tenant_id: str, session_id: str, reason: str) -> None:
+        """End a session wherever it lives: here directly, elsewhere through pub/sub."""
+        if self.sessions.end(session_id, SessionTerminated(f"The session was {reason}.")):
+            return
+        await self.store.control.publish_end_session(tenant_id, session_id, reason)
+
+    async def end_tenant_sessions(self, tenant_id: str, reason: str) -> None:
+        self.sessions.end_tenant(tenant_id, SessionTerminated(f"The session was {reason}."))
+        await self.store.control.publish_end_tenant(tenant_id, reason)
+
+    def _on_command(self, command: ControlCommand) -> None:
+        error = SessionTerminated(f"The session was {command.reason or 'ended'}.")
+        if command.action == "end_session" and command.session_id:
+            self.sessions.end(command.session_id, error)
+        elif command.action == "end_tenant":
+            self.sessions.end_tenant(command.tenant_id, error)
+
+    # ---- background loops ---------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        sessions = self.store.sessions
+        interval = self.settings.heartbeat_seconds
+        ttl = self.settings.heartbeat_ttl_seconds
+        while True:
+            try:
+                lost = await sessions.renew_leases(
+                    self.settings.replica_id, self.sessions.leases(), ttl
+                )
+                # A lease that vanished (Redis restarted, or it expired while Redis was out of
+                # reach) belongs to a session that is still live here: take it back.
+                for tenant_id, session_id in lost:
+                    await sessions.acquire_lease(tenant_id, session_id, None, ttl)
+            except GatewayError:
+                self.metrics.redis_errors.labels("heartbeat").inc()
+            await asyncio.sleep(interval)
+
+    async def _control(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with self.store.control.subscribe() as subscription:
+                    delay = 0.1
+                    async for command in subscription:
+                        self._on_command(command)
+            except GatewayError:
+                self.metrics.redis_errors.labels("control").inc()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("control subscriber failed; restarting")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    # ---- drain --------------------------------------------------------------------------
+
+    async def drain(self, seconds: float) -> None:
+        """Stop taking sessions; let each finish its response in progress, then close it with
+        1012 and an error event telling the client to reconnect; all within ``seconds``."""
+        self.draining = True
+        self.metrics.draining.set(1)
+        log.info("draining", extra={"live_sessions": len(self.sessions), "drain_s": seconds})
+        notice = Draining("This gateway replica is restarting. Reconnect to continue.")
+        self.sessions.drain(notice)
+        grace = max(0.0, seconds - 1.0)
+        if not await self.sessions.wait_empty(grace):
+            self.sessions.end_all(notice)
+            await self.sessions.wait_empty(1.0)
+        left = await self.store.charges.flush()
+        if left:
+            log.error("drain: charges still buffered", extra={"buffered": left})
+        with contextlib.suppress(GatewayError):
+            await self.store.sessions.remove_replica(self.settings.replica_id)
+        log.info("drained", extra={"live_sessions": len(self.sessions)})
+
+    def refresh_gauges(self) -> None:
+        if self._store is not None:
+            self.metrics.buffered_charges.set(self._store.charges.pending)
