@@ -23,8 +23,8 @@ from gateway.errors import GatewayError, InvalidEvent, RateLimited
 from gateway.protocol import translate as tr
 from gateway.protocol.events import EventIds, cancel_event, error_event
 from gateway.protocol.policy import SessionPolicy
-from gateway.protocol.sniff import NotAnEvent, parse_event, sniff_type, string_field_length
-from gateway.protocol.usage import Usage, audio_seconds, parse_usage
+from gateway.protocol.sniff import NotAnEvent, base64_field_bytes, parse_event, sniff_type
+from gateway.protocol.usage import Usage, audio_seconds, b64_decoded_len, parse_usage
 
 Protocol = Literal["ga", "beta"]
 
@@ -147,8 +147,11 @@ class SessionCore:
         self.counters = Counters()
         self.input_format: Any = "pcm16"
         self.output_format: Any = "pcm16"
-        self.audio_in_b64 = 0  # base64 characters of input audio not yet charged
-        self.audio_out_b64 = 0
+        self.audio_in_bytes = 0  # decoded bytes of input audio not yet charged
+        self.audio_out_bytes = 0
+        # Per-session memory the translation needs (item ids, function names); None when the
+        # two sides speak the same protocol.
+        self.translation = tr.TranslationState() if self.translating else None
         self.usage_total = Usage.ZERO
         self.audio_in_total = 0.0
         self.audio_out_total = 0.0
@@ -189,10 +192,10 @@ class SessionCore:
         if kind == "input_audio_buffer.append":
             audio = event.get("audio")
             if isinstance(audio, str):
-                self.audio_in_b64 += len(audio)
+                self.audio_in_bytes += b64_decoded_len(audio)
             return self._to_upstream(frame, event)
         if kind in ("session.update", "transcription_session.update"):
-            return self._session_update(event, event_id)
+            return self._session_update(frame, event, event_id)
         if kind == "conversation.item.create":
             self.policy.check_item(event, event_id)
             return self._to_upstream(frame, event)
@@ -204,19 +207,24 @@ class SessionCore:
             return outcome
         return self._to_upstream(frame, event)
 
-    def _session_update(self, event: dict[str, Any], event_id: str | None) -> Outcome:
+    def _session_update(self, frame: bytes, event: dict[str, Any], event_id: str | None) -> Outcome:
+        # Policy is decided on the GA (normalised) shape whatever the client speaks.
         normal = tr.client_event_to_ga(event) if self.client_protocol == "beta" else event
         session = normal.get("session")
-        if isinstance(session, dict):
-            allowed = self.policy.apply_to_update(session, event_id)
-            normal = {**normal, "session": allowed}
-        out = tr.ga_event_to_client(normal, self.upstream_protocol)
+        if not isinstance(session, dict):
+            return self._to_upstream(frame, event)
+        allowed = self.policy.apply_to_update(session, event_id)
+        if allowed is session:
+            return self._to_upstream(frame, event)  # untouched: forward as the client sent it
+        out = tr.client_event_from_ga({**normal, "session": allowed}, self.upstream_protocol)
         return Outcome(orjson.dumps(out[0]) if out else None)
 
     def _to_upstream(self, frame: bytes, event: dict[str, Any]) -> Outcome:
         if not self.translating:
             return Outcome(frame)
-        events = tr.translate_client_event(event, self.client_protocol, self.upstream_protocol)
+        events = tr.translate_client_event(
+            event, self.client_protocol, self.upstream_protocol, self.translation
+        )
         if not events:
             return Outcome(None)
         outcome = Outcome(orjson.dumps(events[0]))
@@ -268,7 +276,7 @@ class SessionCore:
 
     def _upstream_passthrough(self, frame: bytes, kind: bytes, now: float) -> Outcome:
         if kind in _AUDIO_DELTAS:
-            self.audio_out_b64 += string_field_length(frame, b"delta")
+            self.audio_out_bytes += base64_field_bytes(frame, b"delta")
             self._first_delta(now)
         elif kind in _TEXT_DELTAS:
             self._first_delta(now)
@@ -337,7 +345,9 @@ class SessionCore:
         return outcome
 
     def _translated(self, event: dict[str, Any]) -> Outcome:
-        events = tr.translate_server_event(event, self.upstream_protocol, self.client_protocol)
+        events = tr.translate_server_event(
+            event, self.upstream_protocol, self.client_protocol, self.translation
+        )
         if not events:
             return Outcome(None)
         outcome = Outcome(orjson.dumps(events[0]))
@@ -375,9 +385,9 @@ class SessionCore:
 
     def take_audio(self, charge: Charge) -> Charge:
         """Move the audio measured since the last charge into ``charge`` (also used at close)."""
-        charge.audio_in_seconds = _b64_seconds(self.audio_in_b64, self.input_format)
-        charge.audio_out_seconds = _b64_seconds(self.audio_out_b64, self.output_format)
-        self.audio_in_b64 = self.audio_out_b64 = 0
+        charge.audio_in_seconds = audio_seconds(self.audio_in_bytes, self.input_format)
+        charge.audio_out_seconds = audio_seconds(self.audio_out_bytes, self.output_format)
+        self.audio_in_bytes = self.audio_out_bytes = 0
         self.usage_total = self.usage_total + charge.usage
         self.audio_in_total += charge.audio_in_seconds
         self.audio_out_total += charge.audio_out_seconds
@@ -385,12 +395,6 @@ class SessionCore:
 
     def final_charge(self) -> Charge | None:
         """At close: the audio not yet charged (no response.done followed it)."""
-        if not self.audio_in_b64 and not self.audio_out_b64:
+        if not self.audio_in_bytes and not self.audio_out_bytes:
             return None
         return self.take_audio(Charge(Usage.ZERO, None, "session_end", 0.0, 0.0))
-
-
-def _b64_seconds(b64_chars: int, audio_format: Any) -> float:
-    if not b64_chars:
-        return 0.0
-    return audio_seconds(b64_chars * 3 // 4, audio_format)

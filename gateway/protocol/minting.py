@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from gateway.errors import InvalidValue, MissingParameter, ModelNotAllowed, UnknownParameter
-from gateway.protocol import translate as tr
+from gateway.protocol import shapes
 
 GA_SESSION_FIELDS = frozenset(
     {
@@ -170,7 +170,7 @@ def parse_beta_request(body: object, policy: MintPolicy) -> MintRequest:
         request.pop(key, None)
     _check_fields(request, BETA_SESSION_FIELDS, "")
     ttl = _ttl(expires_after, "client_secret.expires_after", policy)
-    session = tr.beta_session_to_ga(request)
+    session = shapes.session_to_ga(request)
     session["type"] = "realtime"
     _check_model(session, policy)
     return MintRequest(session, "beta", ttl, max_uses, origins)
@@ -251,7 +251,7 @@ def beta_answer(
     secret: str, expires_at: int, bound: Mapping[str, Any], session_id: str
 ) -> dict[str, Any]:
     ga = effective_ga_session(bound, session_id)
-    beta = tr.ga_session_to_beta(ga)
+    beta = shapes.session_to_beta(ga)
     beta.update(
         {
             "id": session_id,

@@ -8,6 +8,7 @@ is not a change and is allowed, anything else is a violation.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
@@ -95,7 +96,8 @@ class SessionPolicy:
         """Check a ``session.update``'s session (GA shape). Returns what may be forwarded.
 
         In ``refuse`` mode a change to a locked field raises PolicyViolation; in ``strip`` mode
-        the locked fields are removed and the rest is returned.
+        a copy without the locked fields is returned. Nothing locked touched: the very same
+        object comes back, so the caller can forward the original frame.
         """
         changed = [
             path
@@ -118,9 +120,10 @@ class SessionPolicy:
                 param="session." + ".".join(changed[0]),
                 client_event_id=event_id,
             )
+        stripped = copy.deepcopy(session)
         for path in changed:
-            _remove(session, path)
-        return session
+            _remove(stripped, path)
+        return stripped
 
 
 def _parent_replaced_without_leaf(session: Mapping[str, Any], path: Path) -> bool:

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from gateway.protocol.usage import base64_decoded_len
+
 _TYPE_KEY = b'{"type":'
 _MAX_TYPE_LEN = 96  # longest event type today is ~60 bytes
 
@@ -37,11 +39,11 @@ def sniff_type(frame: bytes) -> bytes | None:
     return value
 
 
-def string_field_length(frame: bytes, key: bytes) -> int:
-    """Length of the top-level string field ``key`` (e.g. an audio delta's base64) without parsing.
+def base64_field_bytes(frame: bytes, key: bytes) -> int:
+    """Decoded size of the base64 string field ``key`` (an audio delta) without parsing.
 
-    Only used on frames whose type was sniffed and whose string values cannot contain quotes
-    (base64). Returns 0 when the field is not found.
+    Only used on frames whose type was sniffed; base64 cannot contain quotes, so the value ends
+    at the next one. Returns 0 when the field is not found.
     """
     marker = b'"' + key + b'":'
     at = frame.find(marker)
@@ -55,7 +57,8 @@ def string_field_length(frame: bytes, key: bytes) -> int:
     end = frame.find(b'"', start + 1)
     if end < 0:
         return 0
-    return end - start - 1
+    padding = frame[max(start + 1, end - 2) : end].count(b"=")
+    return base64_decoded_len(end - start - 1, padding)
 
 
 class NotAnEvent(ValueError):

@@ -34,7 +34,7 @@ from gateway.errors import (
     Unauthenticated,
     UpstreamUnavailable,
 )
-from gateway.protocol import translate as tr
+from gateway.protocol import shapes
 from gateway.protocol.handshake import Handshake, origin_allowed
 from gateway.relay.upstream import UpstreamTarget, open_upstream
 from gateway.store.hashing import new_id
@@ -178,7 +178,7 @@ async def _open_session(
         if len(update) <= 1 and set(update) <= {"type"}:
             return ws, created_raw
         if target.protocol == "beta":
-            beta_session = tr.ga_session_to_beta(update)
+            beta_session = shapes.session_to_beta(update)
             beta_session.pop("type", None)
             event = {"type": "session.update", "session": beta_session}
         else:

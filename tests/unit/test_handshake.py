@@ -7,15 +7,21 @@ def test_bearer_wins_and_beta_header() -> None:
     hs = parse_handshake(
         {"authorization": "Bearer ek_abc", "openai-beta": "realtime=v1"}, {"model": "m"}, []
     )
-    assert hs.credential == "ek_abc" and hs.credential_source == "authorization"
-    assert hs.beta_requested and hs.is_client_secret and hs.model == "m"
+    assert hs.credential == "ek_abc"
+    assert hs.credential_source == "authorization"
+    assert hs.beta_requested
+    assert hs.is_client_secret
+    assert hs.model == "m"
     assert hs.reply_subprotocol is None
 
 
 def test_browser_subprotocols() -> None:
-    protos = split_subprotocols(["realtime, openai-insecure-api-key.ek_x1", "openai-beta.realtime-v1"])
+    protos = split_subprotocols(
+        ["realtime, openai-insecure-api-key.ek_x1", "openai-beta.realtime-v1"]
+    )
     hs = parse_handshake({}, {}, protos)
-    assert hs.credential == "ek_x1" and hs.credential_source == "subprotocol"
+    assert hs.credential == "ek_x1"
+    assert hs.credential_source == "subprotocol"
     assert hs.reply_subprotocol == "realtime"  # never the token
     assert hs.beta_requested
 
@@ -27,9 +33,11 @@ def test_null_subprotocol_key_is_no_key() -> None:
 
 def test_azure_forms() -> None:
     hs = parse_handshake({"api-key": "k1"}, {"deployment": "gpt-realtime"}, [])
-    assert hs.credential == "k1" and hs.model == "gpt-realtime"
+    assert hs.credential == "k1"
+    assert hs.model == "gpt-realtime"
     hs = parse_handshake({}, {"api-key": "k2", "model": "x"}, [])
-    assert hs.credential == "k2" and hs.credential_source == "query"
+    assert hs.credential == "k2"
+    assert hs.credential_source == "query"
 
 
 def test_origins() -> None:

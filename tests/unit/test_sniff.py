@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.protocol.sniff import NotAnEvent, parse_event, sniff_type, string_field_length
+from gateway.protocol.sniff import NotAnEvent, base64_field_bytes, parse_event, sniff_type
 
 
 def test_type_first_is_read_without_parsing() -> None:
@@ -25,7 +25,7 @@ def test_json_dumps_spacing_is_read() -> None:
         b'{"event_id":"x","type":"response.done"}',  # type not first: caller parses
         b'{"type":1}',
         b'{"type":"a\\"b"}',
-        b'[1,2]',
+        b"[1,2]",
         b"",
         b'{"type":"' + b"x" * 200,
     ],
@@ -41,10 +41,11 @@ def test_sniff_agrees_with_a_parse(kind: str) -> None:
     assert sniffed is None or sniffed.decode() == kind
 
 
-def test_string_field_length() -> None:
+def test_base64_field_bytes() -> None:
     frame = b'{"type":"response.output_audio.delta","delta":"QUJDRA==","item_id":"i"}'
-    assert string_field_length(frame, b"delta") == 8
-    assert string_field_length(frame, b"missing") == 0
+    assert base64_field_bytes(frame, b"delta") == 4  # "ABCD"
+    assert base64_field_bytes(b'{"type":"x","delta": "QUJD"}', b"delta") == 3
+    assert base64_field_bytes(frame, b"missing") == 0
 
 
 @pytest.mark.parametrize(
