@@ -37,11 +37,16 @@ upstream event                                what the client gets
 GA ``conversation.item.added``                beta ``conversation.item.created``
 GA ``conversation.item.done``                 nothing (beta has no such event; the item's
                                               completion shows in ``response.output_item.done``)
+GA ``session.created`` (realtime)             beta ``session.created``, then a synthesised
+                                              ``conversation.created`` (id ``conv_`` + the
+                                              session id's suffix; beta servers send one)
 GA ``session.created/updated``,               beta ``transcription_session.created/updated``
 ``session.type == "transcription"``
 GA-only events (``input_audio_buffer.         passed through untouched to beta clients: they
 timeout_triggered``, ``...transcription.      only occur when the client used a GA-only
 segment``, ``mcp_*``, ``dtmf_*``)             feature through an unknown field
+beta ``conversation.created``                 nothing (GA servers do not send it; the GA
+                                              conversation id shows in ``response.created``)
 beta ``conversation.item.created``            GA ``conversation.item.added``, then a synthesised
                                               ``conversation.item.done`` (same item,
                                               ``event_id`` + ``"_done"``) unless the item's
@@ -230,6 +235,26 @@ def _session_event_to_beta(event: Event, state: TranslationState | None) -> list
     return [{**event, "type": new_type, "session": shapes.session_to_beta(session)}]
 
 
+def _session_created_to_beta(event: Event, state: TranslationState | None) -> list[Event]:
+    """Beta servers follow ``session.created`` with ``conversation.created``; GA ones do not, so
+    beta clients (the SDK and apps that wait for it) get one synthesised. Its id is derived from
+    the session id, so the translation stays pure and deterministic."""
+    out = _session_event_to_beta(event, state)
+    session = event.get("session")
+    if out and out[0]["type"] == "session.created" and isinstance(session, Mapping):
+        session_id = str(session.get("id") or "")
+        event_id = str(event.get("event_id") or "event_")
+        conversation_id = "conv_" + session_id.removeprefix("sess_") if session_id else "conv_0"
+        out.append(
+            {
+                "type": "conversation.created",
+                "event_id": event_id + "_conv",
+                "conversation": {"id": conversation_id, "object": "realtime.conversation"},
+            }
+        )
+    return out
+
+
 def _drop(event: Event, state: TranslationState | None) -> list[Event]:
     return []
 
@@ -240,7 +265,7 @@ def _response_to_beta(response: Mapping[str, Any]) -> shapes.JSON:
 
 _SERVER_TO_BETA: dict[str, Handler] = {
     **{ga: _renamed(beta) for ga, beta in _SERVER_RENAMES_TO_BETA.items()},
-    "session.created": _session_event_to_beta,
+    "session.created": _session_created_to_beta,
     "session.updated": _session_event_to_beta,
     "conversation.item.added": _with("item", shapes.item_to_beta, "conversation.item.created"),
     "conversation.item.done": _drop,
@@ -317,6 +342,7 @@ _SERVER_TO_GA: dict[str, Handler] = {
     **{beta: _renamed(ga) for beta, ga in _SERVER_RENAMES_TO_GA.items()},
     "session.created": _with("session", shapes.session_to_ga),
     "session.updated": _with("session", shapes.session_to_ga),
+    "conversation.created": _drop,
     "transcription_session.created": _with(
         "session", _transcription_session_to_ga, "session.created"
     ),

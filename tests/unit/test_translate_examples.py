@@ -572,7 +572,12 @@ def test_beta_response_object_with_audio_config_to_ga() -> None:
 
 
 def test_ga_session_created_to_beta() -> None:
-    (out,) = tr.translate_server_event(one("session.created", "ga"), "ga", "beta")
+    out, conversation = tr.translate_server_event(one("session.created", "ga"), "ga", "beta")
+    assert conversation == {
+        "type": "conversation.created",
+        "event_id": "event_C9G5RJeJ2gF77mV7f2B1j_conv",
+        "conversation": {"id": "conv_C9G5QPteg4UIbotdKLoYQ", "object": "realtime.conversation"},
+    }
     session = one("session.created", "ga")["session"]
     assert out == {
         "type": "session.created",
@@ -667,7 +672,6 @@ def test_ga_only_events_pass_through_to_beta(kind: str) -> None:
     [
         "error",
         "rate_limits.updated",
-        "conversation.created",
         "input_audio_buffer.committed",
         "input_audio_buffer.speech_started",
         "response.function_call_arguments.delta",
@@ -678,6 +682,13 @@ def test_ga_only_events_pass_through_to_beta(kind: str) -> None:
 def test_same_shape_server_events_pass_as_the_same_object(kind: str) -> None:
     assert tr.translate_server_event(BETA[kind][0], "beta", "ga")[0] is BETA[kind][0]
     assert tr.translate_server_event(GA[kind][0], "ga", "beta")[0] is GA[kind][0]
+
+
+def test_conversation_created_exists_only_for_beta_clients() -> None:
+    assert tr.translate_server_event(BETA["conversation.created"][0], "beta", "ga") == []
+    assert tr.translate_server_event(GA["conversation.created"][0], "ga", "beta") == [
+        GA["conversation.created"][0]
+    ]
 
 
 def test_events_with_odd_shapes_do_not_raise() -> None:
