@@ -354,6 +354,21 @@ class SimSession:
             old.audio, old.audio_dropped = bytearray(), True
 
     def _transcribe(self, item: Item, part: Part) -> list[Event]:
+        ids = {"item_id": item.id, "content_index": 0}
+        if not _has_voice(part.audio, self.cfg.input_format):
+            # Nothing but silence was committed: the deterministic stand-in for audio the real
+            # service cannot make sense of.
+            error = {
+                "type": "transcription_error",
+                "code": "audio_unintelligible",
+                "message": "The audio could not be transcribed.",
+                "param": None,
+            }
+            return [
+                self._event(
+                    "conversation.item.input_audio_transcription.failed", **ids, error=error
+                )
+            ]
         transcript = self._rng.choice(TRANSCRIPTS)
         part.transcript = transcript
         model = str((self.cfg.transcription or {}).get("model") or "whisper-1")
@@ -369,7 +384,6 @@ class SimSession:
                 "output_tokens": out,
             }
         )
-        ids = {"item_id": item.id, "content_index": 0}
         return [
             self._event(
                 "conversation.item.input_audio_transcription.delta", **ids, delta=transcript
@@ -562,3 +576,12 @@ class SimSession:
             # The next response finds this context (with this answer) already processed.
             self._cache.remember(options.instructions, options.tools, self.conversation.items)
         self._run, self._reservation = None, None
+
+
+# Peak level under which committed audio counts as silence for transcription (about -36 dBFS).
+_VOICE_PEAK = 500
+
+
+def _has_voice(audio: bytes | bytearray, fmt: str) -> bool:
+    samples = to_samples(bytes(audio), fmt)
+    return any(abs(s) > _VOICE_PEAK for s in samples)
