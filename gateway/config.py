@@ -70,6 +70,8 @@ class TenantLimits(BaseModel):
     max_concurrent_sessions: int | None = Field(default=None, ge=0)
     tokens_per_minute: int | None = Field(default=None, ge=0)
     tokens_per_day: int | None = Field(default=None, ge=0)
+    # Responses per UTC day (what rate_limits.updated calls "requests").
+    requests_per_day: int | None = Field(default=None, ge=0)
     audio_seconds_per_day: float | None = Field(default=None, ge=0)
     max_session_seconds: float | None = Field(default=None, gt=0)
     idle_timeout_seconds: float | None = Field(default=None, gt=0)
@@ -148,6 +150,9 @@ class Settings(BaseSettings):
     # comma-separated list of cluster nodes with redis_cluster=true.
     redis_url: SecretStr | None = None
     redis_cluster: bool = False
+    # Set to the monitored master's name to reach Redis through Sentinel: redis_url then lists
+    # the sentinels (redis://host:26379,host2:26379).
+    redis_sentinel_master: str | None = None
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
     replica_id: str = Field(default_factory=lambda: socket.gethostname()[:48] or "replica")
     heartbeat_seconds: float = Field(default=2.0, gt=0)
@@ -181,6 +186,7 @@ class Settings(BaseSettings):
     default_max_concurrent_sessions: int | None = Field(default=100, ge=0)
     default_tokens_per_minute: int | None = Field(default=None, ge=0)
     default_tokens_per_day: int | None = Field(default=None, ge=0)
+    default_requests_per_day: int | None = Field(default=None, ge=0)
     default_audio_seconds_per_day: float | None = Field(default=None, ge=0)
     default_max_session_seconds: float | None = Field(default=3600.0, gt=0)
     default_idle_timeout_seconds: float | None = Field(default=600.0, gt=0)

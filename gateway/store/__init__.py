@@ -13,7 +13,13 @@ from collections.abc import Callable
 
 from gateway.config import Settings
 from gateway.store.buffer import ChargeBuffer
-from gateway.store.connection import RedisClient, is_embedded, make_client, translated
+from gateway.store.connection import (
+    RedisClient,
+    close_client,
+    is_embedded,
+    make_client,
+    translated,
+)
 from gateway.store.hashing import SecretHasher
 from gateway.store.ledger import Charge, DayUsage, Ledger, UsageTotals
 from gateway.store.pubsub import ControlChannel, ControlCommand, ControlSubscription
@@ -77,7 +83,7 @@ class Store:
         Returns the number of charges that could not be written.
         """
         left = await self.charges.stop(flush_within_s)
-        await self.client.aclose()
+        await close_client(self.client)
         return left
 
 

@@ -12,11 +12,13 @@ import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeAlias, TypeVar
+from urllib.parse import urlparse
 
 import redis.exceptions as rex
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
@@ -96,6 +98,22 @@ def make_client(settings: Settings) -> RedisClient:
     }
     urls = [u.strip() for u in settings.redis_url.get_secret_value().split(",") if u.strip()]
     urls = [u if "://" in u else f"redis://{u}" for u in urls]
+    if settings.redis_sentinel_master:
+        sentinels = [_node_address(u) for u in urls]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinels,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        )
+        # The master is looked up through the sentinels on every (re)connect, so a failover is
+        # followed without a restart.
+        master: RedisClient = sentinel.master_for(
+            settings.redis_sentinel_master,
+            decode_responses=True,
+            retry=options["retry"],
+        )
+        return master
     if settings.redis_cluster:
         nodes = [_node(u) for u in urls[1:]]
         # The cluster client keeps a pool per node and has no blocking pool: size it for bursts.
@@ -110,6 +128,20 @@ def make_client(settings: Settings) -> RedisClient:
     client = Redis(connection_pool=pool, retry=options["retry"])
     client.auto_close_connection_pool = True  # as from_url does: aclose() closes the pool
     return client
+
+
+async def close_client(client: RedisClient) -> None:
+    """Close a client and, for Sentinel, the connections to the sentinels themselves (closing
+    the master client alone leaves them open)."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
+def _node_address(url: str) -> tuple[str, int]:
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or 26379
 
 
 def _node(url: str) -> ClusterNode:

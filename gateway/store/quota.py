@@ -27,13 +27,16 @@ from gateway.store.connection import RedisClient, translated
 from gateway.store.ledger import (
     AUDIO_IN_MS,
     AUDIO_OUT_MS,
+    RESPONSES,
     TOKENS,
     WINDOW_S,
     utc_day,
     window_start,
 )
 
-QuotaName = Literal["tokens_per_minute", "tokens_per_day", "audio_seconds_per_day"]
+QuotaName = Literal[
+    "tokens_per_minute", "tokens_per_day", "audio_seconds_per_day", "requests_per_day"
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class QuotaUsage:
     tokens_minute: int
     tokens_day: int
     audio_ms_day: int
+    responses_day: int = 0
 
 
 def decide(limits: TenantLimits, used: QuotaUsage, now: float) -> QuotaStatus:
@@ -80,6 +84,7 @@ def decide(limits: TenantLimits, used: QuotaUsage, now: float) -> QuotaStatus:
         ("tokens_per_day", limits.tokens_per_day, used.tokens_day, to_day_end),
         ("audio_seconds_per_day", limits.audio_seconds_per_day, used.audio_ms_day / 1000,
          to_day_end),
+        ("requests_per_day", limits.requests_per_day, used.responses_day, to_day_end),
     ]  # fmt: skip
     items = tuple(
         QuotaItem(name, float(limit), float(value), reset)
@@ -105,12 +110,15 @@ class QuotaStore:
         day = utc_day(at)
         pipe = self._r.pipeline(transaction=False)
         pipe.get(keys.tokens_minute(tenant_id, window_start(at)))
-        pipe.hmget(keys.ledger_day(tenant_id, day), [TOKENS, AUDIO_IN_MS, AUDIO_OUT_MS])
-        minute, (tokens, audio_in, audio_out) = await pipe.execute()
+        pipe.hmget(
+            keys.ledger_day(tenant_id, day), [TOKENS, AUDIO_IN_MS, AUDIO_OUT_MS, RESPONSES]
+        )
+        minute, (tokens, audio_in, audio_out, responses) = await pipe.execute()
         return QuotaUsage(
             tokens_minute=int(minute or 0),
             tokens_day=int(tokens or 0),
             audio_ms_day=int(audio_in or 0) + int(audio_out or 0),
+            responses_day=int(responses or 0),
         )
 
     async def check(
@@ -121,6 +129,7 @@ class QuotaStore:
             limits.tokens_per_minute is None
             and limits.tokens_per_day is None
             and limits.audio_seconds_per_day is None
+            and limits.requests_per_day is None
         ):
             return QuotaStatus(allowed=True, retry_after_s=None, items=())
         return decide(limits, await self.usage(tenant_id, at), at)

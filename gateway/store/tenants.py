@@ -78,6 +78,7 @@ def default_limits(settings: Settings) -> TenantLimits:
         max_concurrent_sessions=settings.default_max_concurrent_sessions,
         tokens_per_minute=settings.default_tokens_per_minute,
         tokens_per_day=settings.default_tokens_per_day,
+        requests_per_day=settings.default_requests_per_day,
         audio_seconds_per_day=settings.default_audio_seconds_per_day,
         max_session_seconds=settings.default_max_session_seconds,
         idle_timeout_seconds=settings.default_idle_timeout_seconds,
