@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import redis.exceptions as rex
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.store import keys
 from gateway.store.connection import RedisClient, redis_errors, translated
@@ -63,7 +64,18 @@ class ControlChannel:
     @translated
     async def publish(self, command: ControlCommand) -> int:
         """Returns the number of subscribers (replicas) that received the command."""
-        return int(await self._r.publish(keys.CONTROL_CHANNEL, command.encode()))
+        channel, message = keys.CONTROL_CHANNEL, command.encode()
+        if isinstance(self._r, RedisCluster):
+            # The cluster carries a message to every node, but PUBLISH counts the subscribers
+            # of the node it ran on only, and redis-py sends it to any node. The replicas
+            # subscribe on the node of the channel's slot (what ClusterPubSub picks): publish
+            # there so that the count covers them all.
+            await self._r.initialize()
+            node = self._r.get_node_from_key(channel)
+            return int(
+                await self._r.execute_command("PUBLISH", channel, message, target_nodes=node)
+            )
+        return int(await self._r.publish(channel, message))
 
     async def publish_end_session(
         self, tenant_id: str, session_id: str, reason: str = "ended by an administrator"
@@ -92,8 +104,13 @@ class ControlSubscription:
         self._pubsub: PubSub | None = None
 
     async def __aenter__(self) -> ControlSubscription:
-        pubsub: PubSub = self._r.pubsub(ignore_subscribe_messages=True)
         with redis_errors():
+            if isinstance(self._r, RedisCluster):
+                # A cluster client learns the slot map on its first command, but its pub/sub
+                # looks the channel's slot up without asking: before any other command it fails
+                # with a KeyError (every replica logged that traceback once at start).
+                await self._r.initialize()
+            pubsub: PubSub = self._r.pubsub(ignore_subscribe_messages=True)
             await pubsub.subscribe(keys.CONTROL_CHANNEL)
         self._pubsub = pubsub
         return self
