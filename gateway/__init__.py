@@ -1,1 +1,1 @@
-"""realtime-gateway: a multi-tenant gateway for the OpenAI Realtime API and Azure OpenAI realtime."""
+"""realtime-gateway: multi-tenant gateway for the OpenAI Realtime API and Azure OpenAI realtime."""

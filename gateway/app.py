@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -15,8 +16,8 @@ from gateway.quickstart import quickstart_text
 from gateway.services import Services
 
 
-def create_app(settings: Settings) -> FastAPI:
-    services = Services(settings)
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> FastAPI:
+    services = Services(settings, clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,8 @@ import httpx
 import uvicorn
 
 from gateway.config import Settings, load_settings
+
+log = logging.getLogger("gateway.cli")
 
 
 class _DrainingServer(uvicorn.Server):
@@ -38,11 +41,14 @@ class _DrainingServer(uvicorn.Server):
         if self._drain_task is not None or loop is None:
             super().handle_exit(sig, frame)
             return
+        # A signal handler runs between two bytecodes of the loop's thread: only schedule.
         loop.call_soon_threadsafe(self._start_drain)
 
     def _start_drain(self) -> None:
         if self._drain_task is None:
-            self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
+            self._drain_task = asyncio.get_running_loop().create_task(
+                self._drain_then_exit(), name="drain"
+            )
 
     async def _drain_then_exit(self) -> None:
         services = getattr(self.config.loaded_app, "state", None)
@@ -56,6 +62,8 @@ class _DrainingServer(uvicorn.Server):
         try:
             if services is not None and hasattr(services, "services"):
                 await services.services.drain(self._settings.drain_seconds)
+        except Exception:
+            log.exception("drain failed; stopping now")
         finally:
             self.should_exit = True
 
@@ -89,7 +97,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=5,
+        # The drain already ended every session within GATEWAY_DRAIN_SECONDS; what is left to
+        # close at shutdown is idle HTTP connections, so do not spend long on it.
+        timeout_graceful_shutdown=1,
     )
     server = _DrainingServer(config, settings)
     server.run()

@@ -51,6 +51,24 @@ KNOWN_EVENT_TYPES = frozenset(
     }
 )  # fmt: skip
 
+DIRECTIONS = ("client_to_upstream", "upstream_to_client")
+RESPONSE_STATUSES = frozenset({"completed", "cancelled", "failed", "incomplete", "in_progress"})
+# Close codes shown as themselves; any other (a client may close with any 3000-4999 code) is
+# "other", so that the label set stays small.
+KNOWN_CLOSE_CODES = frozenset({*range(1000, 1016), 4000})
+_MAX_CACHED_KEYS = 4096
+
+
+def close_code_label(code: int | None) -> str:
+    if code is None:
+        return "none"
+    return str(code) if code in KNOWN_CLOSE_CODES else "other"
+
+
+def response_status_label(status: str | None) -> str:
+    return status if status in RESPONSE_STATUSES else "other"
+
+
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -97,11 +115,12 @@ class Metrics:
             P + "relayed_events", "Events relayed.", ["direction", "type"], registry=r
         )
         self.relayed_bytes = Counter(
-            P + "relayed_bytes", "Bytes of event payload relayed.", ["direction"], registry=r
-        )
+            P + "relayed_bytes", "Bytes of event payload relayed.", ["direction", "type"],
+            registry=r,
+        )  # fmt: skip
         self.refused_events = Counter(
-            P + "refused_client_events", "Client events answered with an error and not forwarded.",
-            ["code"], registry=r,
+            P + "refused_client_events", "Client events answered with an error and not forwarded "
+            "(invalid, against the policy, binary frames, over budget).", registry=r,
         )  # fmt: skip
         self.tokens = Counter(
             P + "tokens", "Tokens reported by the upstream, by class.", ["tenant", "class"],
@@ -145,6 +164,10 @@ class Metrics:
             P + "buffered_charges", "Usage charges held in memory until Redis takes them.",
             registry=r,
         )  # fmt: skip
+        self.charges_dropped = Counter(
+            P + "charges_dropped", "Usage charges lost: over the memory bound of the buffer, or "
+            "refused by Redis itself (should stay 0).", registry=r,
+        )  # fmt: skip
         self.relay_queue_depth = Gauge(
             P + "relay_queue_frames", "Frames received and not yet sent on, over all sessions.",
             registry=r,
@@ -163,9 +186,12 @@ class Metrics:
         self.draining = Gauge(P + "draining", "1 while this replica drains.", registry=r)
         # Pre-resolved children for the per-frame counters: a labels() lookup per frame costs
         # more than the increment itself.
-        self._event_children: dict[tuple[str, str | bytes], Counter] = {}
-        self.client_bytes = self.relayed_bytes.labels("client_to_upstream")
-        self.upstream_bytes = self.relayed_bytes.labels("upstream_to_client")
+        self._relay_children: dict[tuple[str, str | bytes], tuple[Counter, Counter]] = {}
+        # Series of bounded label sets exist from the start (0 rather than absent), so that
+        # rates and alerts on them work before the first event.
+        for direction in DIRECTIONS:
+            self.dropped_frames.labels(direction)
+        self._charges_dropped_seen = 0
 
     def tenant(self, tenant_id: str) -> str:
         """The label value for a tenant: its id while under the cap, then ``_other``."""
@@ -176,19 +202,35 @@ class Metrics:
             return tenant_id
         return OTHER_TENANT
 
-    def event(self, direction: str, event_type: str | bytes) -> Counter:
+    def relay_children(self, direction: str, event_type: str | bytes) -> tuple[Counter, Counter]:
+        """The (events, bytes) counters of one direction and event type, resolved once."""
         key = (direction, event_type)
-        child = self._event_children.get(key)
-        if child is None:
+        children = self._relay_children.get(key)
+        if children is None:
             name = (
                 event_type.decode("utf-8", "replace")
                 if isinstance(event_type, bytes)
                 else event_type
             )
             label = name if name in KNOWN_EVENT_TYPES else "other"
-            child = self.relayed_events.labels(direction, label)
-            self._event_children[key] = child
-        return child
+            children = (
+                self.relayed_events.labels(direction, label),
+                self.relayed_bytes.labels(direction, label),
+            )
+            # Unknown types share the "other" children but are not cached under their own
+            # name: a client sending random types must not grow this dict either.
+            if label != "other" or len(self._relay_children) < _MAX_CACHED_KEYS:
+                self._relay_children[key] = children
+        return children
+
+    def event(self, direction: str, event_type: str | bytes) -> Counter:
+        return self.relay_children(direction, event_type)[0]
+
+    def charges_dropped_now(self, total: int) -> None:
+        """Report the buffer's running count of dropped charges (a counter from a total)."""
+        if total > self._charges_dropped_seen:
+            self.charges_dropped.inc(total - self._charges_dropped_seen)
+            self._charges_dropped_seen = total
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

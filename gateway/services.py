@@ -11,21 +11,29 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.config import Credential, QuotaFailMode, Settings, UpstreamConfig, UpstreamKind
 from gateway.errors import Draining, GatewayError, RateLimited, SessionTerminated
 from gateway.metrics import Metrics
+from gateway.relay.accounting import record_budget
 from gateway.relay.registry import LiveSessions
 from gateway.relay.upstreams import UpstreamPool
 from gateway.store import ChargeBuffer, ControlCommand, Store, TenantRecord, open_store
 
 log = logging.getLogger("gateway.services")
 
+DRAIN_RESERVE_S = 3.0
+
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        # Wall clock for budgets, ledger days and rate-limit resets; tests inject their own so
+        # that a quota window can roll over without sleeping.
+        self.clock = clock
         self.metrics = Metrics(settings.metrics_tenant_label_cap)
         self.sessions = LiveSessions()
         self.draining = False
@@ -55,7 +63,7 @@ class Services:
         return "event_" + secrets.token_urlsafe(15)
 
     async def start(self) -> None:
-        self._store = await open_store(self.settings)
+        self._store = await open_store(self.settings, clock=self.clock)
         upstreams = list(self.settings.upstreams)
         if not upstreams:
             upstreams = [await self._start_builtin_simulator()]
@@ -63,6 +71,7 @@ class Services:
             upstreams,
             self.store.ratelimits,
             floor_fraction=self.settings.upstream_tokens_floor_fraction,
+            clock=self.clock,
         )
         for tenant in self.settings.tenants:
             await self.store.tenants.ensure_bootstrap(tenant)
@@ -75,9 +84,12 @@ class Services:
         ]
 
     async def stop(self) -> None:
+        # After a drain the time left is short (the drain used the budget the orchestrator
+        # gives before it kills the process): do not wait as long again.
+        wait_s, flush_s = (0.5, 1.0) if self.draining else (3.0, 5.0)
         if self.sessions:
             self.sessions.end_all(Draining("This gateway replica is stopping. Reconnect."))
-            await self.sessions.wait_empty(3)
+            await self.sessions.wait_empty(wait_s)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -86,7 +98,7 @@ class Services:
         if self._store is not None:
             with contextlib.suppress(GatewayError):
                 await self._store.sessions.remove_replica(self.settings.replica_id)
-            await self._store.close()
+            await self._store.close(flush_within_s=flush_s)
         if self._sim is not None:
             await self._sim.__aexit__(None, None, None)
 
@@ -100,7 +112,15 @@ class Services:
                 refuse_beta=self.settings.sim_refuse_beta,
             )
         )  # fmt: skip
-        await sim.__aenter__()
+        # The embedded server's uvicorn config sets the process-wide uvicorn loggers to
+        # WARNING, which would silence this gateway's own server logs: put them back.
+        uvicorn_loggers = [logging.getLogger(f"uvicorn.{n}") for n in ("error", "access", "asgi")]
+        levels = [logger.level for logger in uvicorn_loggers]
+        try:
+            await sim.__aenter__()
+        finally:
+            for logger, level in zip(uvicorn_loggers, levels, strict=True):
+                logger.setLevel(level)
         self._sim = sim
         log.warning(
             "no upstream configured: serving sessions from the built-in simulator at %s "
@@ -134,6 +154,7 @@ class Services:
             if self.settings.quota_fail_mode is QuotaFailMode.CLOSED:
                 raise
             return None
+        record_budget(self.metrics, self.metrics.tenant(tenant.id), status)
         if status.allowed:
             return None
         exhausted = [i.name for i in status.items if i.exhausted]
@@ -146,22 +167,58 @@ class Services:
 
     # ---- ending sessions from anywhere --------------------------------------------------
 
-    async def end_session(self, tenant_id: str, session_id: str, reason: str) -> None:
-        """End a session wherever it lives: here directly, elsewhere through pub/sub."""
-        if self.sessions.end(session_id, SessionTerminated(f"The session was {reason}.")):
-            return
-        await self.store.control.publish_end_session(tenant_id, session_id, reason)
+    async def end_session(self, tenant_id: str, session_id: str, reason: str) -> int:
+        """End a session wherever it lives: here directly, elsewhere through pub/sub.
 
-    async def end_tenant_sessions(self, tenant_id: str, reason: str) -> None:
+        Returns the number of replicas the request reached (1 when the session is here).
+        """
+        if self.sessions.end(session_id, SessionTerminated(f"The session was {reason}.")):
+            log.info(
+                "session end requested",
+                extra={"session_id": session_id, "tenant": tenant_id, "reason": reason},
+            )
+            return 1
+        reached = await self.store.control.publish_end_session(tenant_id, session_id, reason)
+        log.info(
+            "session end published",
+            extra={
+                "session_id": session_id, "tenant": tenant_id, "reason": reason,
+                "replicas_reached": reached,
+            },
+        )  # fmt: skip
+        return reached
+
+    async def end_tenant_sessions(self, tenant_id: str, reason: str) -> int:
+        """End every session of a tenant on every replica; returns the replicas reached."""
         self.sessions.end_tenant(tenant_id, SessionTerminated(f"The session was {reason}."))
-        await self.store.control.publish_end_tenant(tenant_id, reason)
+        reached = await self.store.control.publish_end_tenant(tenant_id, reason)
+        log.info(
+            "tenant sessions end published",
+            extra={"tenant": tenant_id, "reason": reason, "replicas_reached": reached},
+        )
+        return reached
 
     def _on_command(self, command: ControlCommand) -> None:
         error = SessionTerminated(f"The session was {command.reason or 'ended'}.")
         if command.action == "end_session" and command.session_id:
-            self.sessions.end(command.session_id, error)
+            if self.sessions.end(command.session_id, error):
+                log.info(
+                    "session end requested",
+                    extra={
+                        "session_id": command.session_id, "tenant": command.tenant_id,
+                        "reason": command.reason, "via": "control",
+                    },
+                )  # fmt: skip
         elif command.action == "end_tenant":
-            self.sessions.end_tenant(command.tenant_id, error)
+            ended = self.sessions.end_tenant(command.tenant_id, error)
+            if ended:
+                log.info(
+                    "tenant sessions end requested",
+                    extra={
+                        "tenant": command.tenant_id, "reason": command.reason,
+                        "sessions": ended, "via": "control",
+                    },
+                )  # fmt: skip
 
     # ---- background loops ---------------------------------------------------------------
 
@@ -199,21 +256,37 @@ class Services:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    # ---- drain --------------------------------------------------------------------------
+    # ---- drain ----------------------------------------------------------------------------
 
     async def drain(self, seconds: float) -> None:
         """Stop taking sessions; let each finish its response in progress, then close it with
-        1012 and an error event telling the client to reconnect; all within ``seconds``."""
+        1012 and an error event telling the client to reconnect; all within ``seconds``.
+
+        The last part of the budget (a quarter, at most ``DRAIN_RESERVE_S``) is kept for
+        ending the sessions still in a response, booking their usage and stopping the server,
+        so that the process is gone before the orchestrator's grace period ends.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        reserve = min(DRAIN_RESERVE_S, seconds / 4)
         self.draining = True
         self.metrics.draining.set(1)
         log.info("draining", extra={"live_sessions": len(self.sessions), "drain_s": seconds})
         notice = Draining("This gateway replica is restarting. Reconnect to continue.")
         self.sessions.drain(notice)
-        grace = max(0.0, seconds - 1.0)
-        if not await self.sessions.wait_empty(grace):
+        if not await self.sessions.wait_empty(max(0.0, seconds - reserve)):
+            log.warning(
+                "drain: ending sessions still in a response",
+                extra={"live_sessions": len(self.sessions)},
+            )
             self.sessions.end_all(notice)
-            await self.sessions.wait_empty(1.0)
-        left = await self.store.charges.flush()
+            await self.sessions.wait_empty(max(0.0, deadline - loop.time() - reserve / 2))
+        try:
+            left = await asyncio.wait_for(
+                self.store.charges.flush(), max(0.1, deadline - loop.time() - reserve / 4)
+            )
+        except TimeoutError:
+            left = self.store.charges.pending
         if left:
             log.error("drain: charges still buffered", extra={"buffered": left})
         with contextlib.suppress(GatewayError):
@@ -221,5 +294,9 @@ class Services:
         log.info("drained", extra={"live_sessions": len(self.sessions)})
 
     def refresh_gauges(self) -> None:
+        """Gauges read at scrape time rather than kept up to date per frame."""
+        self.metrics.relay_queue_depth.set(self.sessions.held_frames())
         if self._store is not None:
-            self.metrics.buffered_charges.set(self._store.charges.pending)
+            charges = self._store.charges
+            self.metrics.buffered_charges.set(charges.pending)
+            self.metrics.charges_dropped_now(charges.dropped)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import QuotaFailMode
 from gateway.errors import GatewayError, RateLimited
 from gateway.limits.pricing import price_for, to_micros
-from gateway.protocol.core import Charge, FirstDelta, UpstreamError
+from gateway.metrics import response_status_label
+from gateway.protocol.core import Charge, Counters, FirstDelta, UpstreamError
 from gateway.protocol.events import rate_limits_event
 from gateway.protocol.usage import cost_usd
 from gateway.relay.upstreams import credential_key
@@ -25,6 +25,7 @@ from gateway.store import ledger
 from gateway.store.quota import QuotaStatus
 
 if TYPE_CHECKING:
+    from gateway.metrics import Metrics
     from gateway.relay.admission import Admission
     from gateway.services import Services
 
@@ -45,19 +46,30 @@ class SessionAccounting:
         self.cost_micros = 0
         self._pending: set[asyncio.Task[Any]] = set()
         m = svc.metrics
-        self._client_events = m.client_bytes
-        self._upstream_events = m.upstream_bytes
+        self._relay_children = m.relay_children
         self._tokens = {c: m.tokens.labels(self.tenant_label, c) for c in _TOKEN_CLASSES}
+        self._refused_seen = 0
+        self.counters: Counters | None = None  # the core's, to report refused client events
 
     # ---- per frame (hot path: counters only) -------------------------------------------
 
     def relayed(self, direction: str, kind: str | bytes, size: int) -> None:
-        metrics = self.svc.metrics
-        metrics.event(direction, kind).inc()
-        if direction == "client_to_upstream":
-            self._client_events.inc(size)
-        else:
-            self._upstream_events.inc(size)
+        events, sizes = self._relay_children(direction, kind)
+        events.inc()
+        sizes.inc(size)
+        counters = self.counters
+        if counters is not None and counters.refused_client_events != self._refused_seen:
+            self.report_refused()
+
+    def report_refused(self) -> None:
+        """Count the client events the core refused since the last report."""
+        counters = self.counters
+        if counters is None:
+            return
+        new = counters.refused_client_events - self._refused_seen
+        if new > 0:
+            self.svc.metrics.refused_events.inc(new)
+            self._refused_seen = counters.refused_client_events
 
     def observe(self, effect: FirstDelta | UpstreamError) -> None:
         if isinstance(effect, FirstDelta):
@@ -81,7 +93,7 @@ class SessionAccounting:
         booked = ledger.Charge(
             tenant_id=self.adm.tenant.id,
             model=self.adm.model,
-            at=time.time(),
+            at=self.svc.clock(),
             tokens=usage.total_tokens,
             usage={k: v for k, v in usage.as_dict().items() if v},
             audio_in_seconds=charge.audio_in_seconds,
@@ -89,7 +101,7 @@ class SessionAccounting:
             cost_micros=micros,
             responses=1 if charge.response_id else 0,
         )
-        task = asyncio.create_task(self.svc.charges.charge(booked), name="charge")
+        task = asyncio.create_task(self._book(booked), name="charge")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         self._metrics_for(charge, cost)
@@ -97,11 +109,17 @@ class SessionAccounting:
     def open_charge(self) -> None:
         """The session itself is counted in the ledger (sessions per day)."""
         booked = ledger.Charge(
-            tenant_id=self.adm.tenant.id, model=self.adm.model, at=time.time(), sessions=1
+            tenant_id=self.adm.tenant.id, model=self.adm.model, at=self.svc.clock(), sessions=1
         )
-        task = asyncio.create_task(self.svc.charges.charge(booked), name="charge")
+        task = asyncio.create_task(self._book(booked), name="charge")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _book(self, booked: ledger.Charge) -> None:
+        """Book through the no-loss buffer; a charge Redis did not take now is a Redis error
+        (it waits in the buffer, shown by ``buffered_charges``)."""
+        if not await self.svc.charges.charge(booked):
+            self.svc.metrics.redis_errors.labels("charge").inc()
 
     def _metrics_for(self, charge: Charge, cost: float) -> None:
         m = self.svc.metrics
@@ -115,7 +133,7 @@ class SessionAccounting:
         if cost:
             m.cost.labels(self.tenant_label).inc(cost)
         if charge.status and charge.response_id:
-            m.responses.labels(charge.status).inc()
+            m.responses.labels(response_status_label(charge.status)).inc()
 
     async def settle(self, timeout: float = 5.0) -> None:
         """Wait for this session's charges to be booked or buffered."""
@@ -143,12 +161,14 @@ class SessionAccounting:
         """None when the budget cannot be read and the fail mode says go on."""
         tenant = self.adm.tenant
         try:
-            return await self.svc.store.quota.check(tenant.id, tenant.limits)
+            status = await self.svc.store.quota.check(tenant.id, tenant.limits)
         except GatewayError:
             self.svc.metrics.redis_errors.labels("quota_check").inc()
             if self.svc.settings.quota_fail_mode is QuotaFailMode.CLOSED:
                 return QuotaStatus(allowed=False, retry_after_s=5.0, items=())
             return None
+        record_budget(self.svc.metrics, self.tenant_label, status)
+        return status
 
     async def rate_limits_seen(self, entries: list[dict[str, object]]) -> bytes | None:
         task = asyncio.create_task(self._record_rate_limits(entries), name="ratelimits")
@@ -156,8 +176,10 @@ class SessionAccounting:
         task.add_done_callback(self._pending.discard)
         if self.adm.tenant.policy.rate_limits_passthrough:
             return None
-        status = await self._status()
-        return rate_limits_event(self.svc.event_id(), tenant_rate_limits(status))
+        entries = tenant_rate_limits(await self._status())
+        # A tenant without limits has no figures to show: it gets no rate_limits.updated at all
+        # (never the organisation's).
+        return rate_limits_event(self.svc.event_id(), entries) if entries else None
 
     async def _record_rate_limits(self, entries: list[dict[str, object]]) -> None:
         target = self.adm.target
@@ -180,29 +202,30 @@ class SessionAccounting:
             self.svc.metrics.redis_errors.labels("ratelimits_record").inc()
 
 
+def record_budget(metrics: Metrics, tenant_label: str, status: QuotaStatus) -> None:
+    """The tenant's token budget left, per window, as last computed."""
+    for item in status.items:
+        if item.name in ("tokens_per_minute", "tokens_per_day"):
+            window = "minute" if item.name == "tokens_per_minute" else "day"
+            metrics.tenant_tokens_remaining.labels(tenant_label, window).set(item.remaining)
+
+
 def tenant_rate_limits(status: QuotaStatus | None) -> list[dict[str, Any]]:
-    """The tenant's own figures in the shape of ``rate_limits.updated`` entries."""
+    """The tenant's own figures as ``rate_limits.updated`` entries, in OpenAI's order
+    (``requests``, then ``tokens``: the tightest token window the tenant has)."""
     if status is None:
         return []
-    out: list[dict[str, Any]] = []
-    tokens = status.item("tokens_per_minute") or status.item("tokens_per_day")
-    if tokens is not None:
-        out.append(
-            {
-                "name": "tokens",
-                "limit": int(tokens.limit),
-                "remaining": int(tokens.remaining),
-                "reset_seconds": round(tokens.reset_seconds, 3),
-            }
-        )
-    requests = status.item("requests_per_day")  # type: ignore[arg-type]
-    if requests is not None:
-        out.append(
-            {
-                "name": "requests",
-                "limit": int(requests.limit),
-                "remaining": int(requests.remaining),
-                "reset_seconds": round(requests.reset_seconds, 3),
-            }
-        )
-    return out
+    shown = (
+        ("requests", status.item("requests_per_day")),
+        ("tokens", status.item("tokens_per_minute") or status.item("tokens_per_day")),
+    )
+    return [
+        {
+            "name": name,
+            "limit": int(item.limit),
+            "remaining": int(item.remaining),
+            "reset_seconds": round(item.reset_seconds, 3),
+        }
+        for name, item in shown
+        if item is not None
+    ]

@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
 
 from gateway.errors import GatewayError
+from gateway.metrics import close_code_label
 from gateway.protocol.core import SessionCore
 from gateway.protocol.policy import SessionPolicy
 from gateway.relay.accounting import SessionAccounting
 from gateway.relay.admission import Admission
 from gateway.relay.session import Limits, RelaySession, SessionEnd
-from gateway.relay.transport import Closed, Peer, UpstreamPeer
+from gateway.relay.transport import BinaryFrame, Closed, Peer, UpstreamPeer
 from gateway.store.sessions import SessionRecord
 
 if TYPE_CHECKING:
     from gateway.services import Services
 
 log = logging.getLogger("gateway.session")
+
+
+class HoldingPeer:
+    """A peer that knows whether the relay holds a frame it received and has not sent on.
+
+    A pump receives a frame, hands it on, then asks for the next one: between those two calls
+    the frame is "in the relay" (being processed, or waiting for the other side to take it
+    when that side applies backpressure). The relay has no queue of its own beyond that one
+    frame per direction, so the sum of ``holding`` over all sessions is the relay's queue
+    depth, read at scrape time (no per-frame metric call).
+    """
+
+    __slots__ = ("_peer", "holding")
+
+    def __init__(self, peer: Peer) -> None:
+        self._peer = peer
+        self.holding = False
+
+    async def receive(self) -> bytes | BinaryFrame:
+        self.holding = False
+        frame = await self._peer.receive()
+        self.holding = True
+        return frame
+
+    async def send(self, frame: bytes) -> None:
+        await self._peer.send(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.holding = False
+        await self._peer.close(code, reason)
 
 
 def _policy(adm: Admission) -> SessionPolicy:
@@ -46,10 +76,13 @@ async def run_session(svc: Services, adm: Admission, client: Peer) -> SessionEnd
     )
     core.model = adm.model
     accounting = SessionAccounting(svc, adm)
+    accounting.counters = core.counters
+    client_side = HoldingPeer(client)
+    upstream_side = HoldingPeer(UpstreamPeer(adm.upstream))
     relay = RelaySession(
         session_id=adm.session_id,
-        client=client,
-        upstream=UpstreamPeer(adm.upstream),
+        client=client_side,
+        upstream=upstream_side,
         core=core,
         hooks=accounting,
         limits=Limits(tenant.limits.max_session_seconds, tenant.limits.idle_timeout_seconds),
@@ -57,20 +90,22 @@ async def run_session(svc: Services, adm: Admission, client: Peer) -> SessionEnd
     context = {
         "session_id": adm.session_id,
         "tenant": tenant.id,
+        "replica": svc.settings.replica_id,
         "upstream": adm.target.upstream.name,
         "credential": adm.target.credential.name,
         "model": adm.model,
         "client_protocol": adm.client_protocol,
     }
     started_at = time.time()
-    svc.sessions.add(adm.session_id, tenant.id, relay)
+    svc.sessions.add(adm.session_id, tenant.id, relay, (client_side, upstream_side))
     metrics.live_sessions.labels(tenant_label).inc()
+    live = True
     metrics.sessions_started.labels(tenant_label).inc()
     if adm.token is not None:
         metrics.tokens_redeemed.labels(tenant_label).inc()
     accounting.open_charge()
     try:
-        with contextlib.suppress(GatewayError):
+        try:
             await svc.store.sessions.start(
                 SessionRecord(
                     session_id=adm.session_id,
@@ -84,6 +119,11 @@ async def run_session(svc: Services, adm: Admission, client: Peer) -> SessionEnd
                     started_at=started_at,
                 )
             )
+        except GatewayError:
+            # The session goes on (its lease is held); it is missing from the admin lists
+            # until Redis answers and the end is recorded.
+            metrics.redis_errors.labels("session_start").inc()
+            log.warning("could not record the session start", extra=context)
         log.info("session started", extra=context)
         opening = core.upstream_frame(adm.session_created, time.monotonic())
         try:
@@ -93,11 +133,24 @@ async def run_session(svc: Services, adm: Admission, client: Peer) -> SessionEnd
                 await client.send(extra)
         except Closed:
             pass
+        except Exception as exc:
+            # The client left between the upgrade and its first event, and the peer reported
+            # it as something other than Closed (Starlette's WebSocketDisconnect). The relay
+            # sees the disconnect on its first receive and ends the session as client_closed;
+            # letting this propagate would skip the session's end record and metrics.
+            log.info(
+                "client gone before the session opened",
+                extra={**context, "error": type(exc).__name__},
+            )
         end = await relay.run()
+        metrics.live_sessions.labels(tenant_label).dec()
+        live = False
+        # Still listed while its usage is booked: a drain waits for this, so nothing is lost.
+        await _finish(svc, adm, core, accounting, end, started_at)
     finally:
         svc.sessions.remove(adm.session_id)
-        metrics.live_sessions.labels(tenant_label).dec()
-    await _finish(svc, adm, core, accounting, end, started_at)
+        if live:
+            metrics.live_sessions.labels(tenant_label).dec()
     log.info(
         "session ended",
         extra={
@@ -106,6 +159,8 @@ async def run_session(svc: Services, adm: Admission, client: Peer) -> SessionEnd
             "close_code": end.client_close_code,
             "upstream_close_code": end.upstream_close_code,
             "duration_s": round(time.time() - started_at, 3),
+            "cost_usd": round(accounting.cost_micros / 1e6, 6),
+            "total_tokens": core.usage_total.total_tokens,
         },
     )
     return end
@@ -121,8 +176,11 @@ async def _finish(
 ) -> None:
     metrics = svc.metrics
     tenant_label = metrics.tenant(adm.tenant.id)
-    metrics.sessions_ended.labels(tenant_label, end.reason, str(end.client_close_code)).inc()
+    metrics.sessions_ended.labels(
+        tenant_label, end.reason, close_code_label(end.client_close_code)
+    ).inc()
     metrics.session_duration.observe(time.time() - started_at)
+    accounting.report_refused()
     if end.reason == "upstream_lost":
         metrics.upstream_errors.labels(adm.target.upstream.name, "lost").inc()
     await accounting.settle()

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Protocol
 
 from gateway.errors import GatewayError
 from gateway.relay.session import RelaySession
+
+
+class Holding(Protocol):
+    """A side of a session that may hold one received frame not yet sent on."""
+
+    holding: bool
 
 
 @dataclasses.dataclass(slots=True)
 class LiveSession:
     tenant_id: str
     relay: RelaySession
+    sides: tuple[Holding, ...] = ()
 
 
 class LiveSessions:
@@ -24,9 +32,22 @@ class LiveSessions:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def add(self, session_id: str, tenant_id: str, relay: RelaySession) -> None:
-        self._by_id[session_id] = LiveSession(tenant_id, relay)
+    def add(
+        self,
+        session_id: str,
+        tenant_id: str,
+        relay: RelaySession,
+        sides: tuple[Holding, ...] = (),
+    ) -> None:
+        self._by_id[session_id] = LiveSession(tenant_id, relay, sides)
         self._empty.clear()
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._by_id
+
+    def held_frames(self) -> int:
+        """Frames received by the relay and not yet sent on, over all sessions."""
+        return sum(side.holding for live in self._by_id.values() for side in live.sides)
 
     def remove(self, session_id: str) -> None:
         self._by_id.pop(session_id, None)
@@ -61,6 +82,8 @@ class LiveSessions:
             live.relay.request_end(error)
 
     async def wait_empty(self, timeout: float) -> bool:
+        if self._empty.is_set():
+            return True
         try:
             await asyncio.wait_for(self._empty.wait(), timeout)
         except TimeoutError:

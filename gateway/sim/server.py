@@ -90,9 +90,23 @@ class SimServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+        if self._server is None or self._task is None:
+            return
+        server, task = self._server, self._task
+        server.should_exit = True
+        # uvicorn waits for open connections (up to timeout_graceful_shutdown) and then for
+        # their tasks; a peer that never completes the close handshake must not hold the host
+        # (a gateway's shutdown, a test) forever: force the exit, then cancel as a last resort.
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 8)
+        except TimeoutError:
+            server.force_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 2)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def run_sim(config: SimConfig, host: str, port: int) -> None:

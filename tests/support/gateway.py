@@ -9,7 +9,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,10 @@ def gateway_settings(**overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def run_gateway(settings: Settings) -> AsyncIterator[GatewayHandle]:
-    app = create_app(settings)
+async def run_gateway(
+    settings: Settings, clock: Callable[[], float] = time.time
+) -> AsyncIterator[GatewayHandle]:
+    app = create_app(settings, clock)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
