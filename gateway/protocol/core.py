@@ -200,7 +200,7 @@ class SessionCore:
             self.policy.check_item(event, event_id)
             return self._to_upstream(frame, event)
         if kind == "response.create":
-            outcome = self._to_upstream(frame, event)
+            outcome = self._response_create(frame, event, event_id)
             outcome.needs_quota = True
             self.client_requested_response = True
             self.waiting_first_delta_since = now
@@ -217,6 +217,20 @@ class SessionCore:
         if allowed is session:
             return self._to_upstream(frame, event)  # untouched: forward as the client sent it
         out = tr.client_event_from_ga({**normal, "session": allowed}, self.upstream_protocol)
+        return Outcome(orjson.dumps(out[0]) if out else None)
+
+    def _response_create(
+        self, frame: bytes, event: dict[str, Any], event_id: str | None
+    ) -> Outcome:
+        # A response may override session fields for itself: the locks hold there too.
+        normal = tr.client_event_to_ga(event) if self.client_protocol == "beta" else event
+        response = normal.get("response")
+        if not isinstance(response, dict):
+            return self._to_upstream(frame, event)
+        allowed = self.policy.apply_to_response(response, event_id)
+        if allowed is response:
+            return self._to_upstream(frame, event)  # untouched: forward as the client sent it
+        out = tr.client_event_from_ga({**normal, "response": allowed}, self.upstream_protocol)
         return Outcome(orjson.dumps(out[0]) if out else None)
 
     def _to_upstream(self, frame: bytes, event: dict[str, Any]) -> Outcome:

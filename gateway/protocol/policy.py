@@ -41,9 +41,12 @@ def _lookup(obj: Mapping[str, Any], path: Path) -> tuple[bool, Any]:
 def _remove(obj: dict[str, Any], path: Path) -> None:
     node: Any = obj
     for key in path[:-1]:
-        node = node.get(key)
-        if not isinstance(node, dict):
+        child = node.get(key)
+        if not isinstance(child, dict):
+            # A non-object where the locked leaf lives ({"audio": null}) would reset it: drop it.
+            node.pop(key, None)
             return
+        node = child
     node.pop(path[-1], None)
 
 
@@ -99,37 +102,59 @@ class SessionPolicy:
         a copy without the locked fields is returned. Nothing locked touched: the very same
         object comes back, so the caller can forward the original frame.
         """
+        return self._apply(session, event_id, "session")
+
+    def apply_to_response(self, response: dict[str, Any], event_id: str | None) -> dict[str, Any]:
+        """Check the ``response`` of a ``response.create`` (GA shape), like ``apply_to_update``.
+
+        A response may override session fields for itself (``instructions``, ``tools``,
+        ``tool_choice``, ``output_modalities``, ``audio.output.voice``, ...) at the same paths
+        as the session: a locked field must not change there either, or the lock is bypassed
+        one response at a time. Items of an out-of-band ``input`` obey ``allow_system_items``.
+        """
+        items = response.get("input")
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, Mapping):
+                    self.check_item({"item": item}, event_id)
+        return self._apply(response, event_id, "response")
+
+    def _apply(self, obj: dict[str, Any], event_id: str | None, where: str) -> dict[str, Any]:
         changed = [
             path
             for path, value in self.locked.items()
-            if (found := _lookup(session, path))[0] and found[1] != value
+            if (found := _lookup(obj, path))[0] and found[1] != value
         ]
         # A client that replaces a whole object (e.g. "audio": {...}) without the locked leaf
         # would reset it upstream: treat a present parent without the leaf as a change too.
         changed += [
             path
             for path in self.locked
-            if path not in changed and _parent_replaced_without_leaf(session, path)
+            if path not in changed and _parent_replaced_without_leaf(obj, path)
         ]
         if not changed:
-            return session
+            return obj
         names = ", ".join(sorted(".".join(p) for p in changed))
         if self.lock_mode == "refuse":
             raise PolicyViolation(
                 f"These session fields are locked for this session and cannot be changed: {names}.",
-                param="session." + ".".join(changed[0]),
+                param=f"{where}." + ".".join(changed[0]),
                 client_event_id=event_id,
             )
-        stripped = copy.deepcopy(session)
+        stripped = copy.deepcopy(obj)
         for path in changed:
             _remove(stripped, path)
         return stripped
 
 
-def _parent_replaced_without_leaf(session: Mapping[str, Any], path: Path) -> bool:
+def _parent_replaced_without_leaf(obj: Mapping[str, Any], path: Path) -> bool:
     # Only relevant for nested paths: {"audio": {"output": {}}} when audio.output.voice is locked
-    # does not reset the voice upstream (merge semantics), so only a non-object parent counts.
-    if len(path) < 2:
-        return False
-    found, parent = _lookup(session, path[:-1])
-    return found and not isinstance(parent, Mapping)
+    # does not reset the voice upstream (merge semantics), so only a non-object ancestor counts,
+    # at any depth ({"audio": null} as much as {"audio": {"output": null}}).
+    for depth in range(1, len(path)):
+        found, node = _lookup(obj, path[:depth])
+        if not found:
+            return False
+        if not isinstance(node, Mapping):
+            return True
+    return False

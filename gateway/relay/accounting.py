@@ -215,10 +215,14 @@ def tenant_rate_limits(status: QuotaStatus | None) -> list[dict[str, Any]]:
     (``requests``, then ``tokens``: the tightest token window the tenant has)."""
     if status is None:
         return []
-    shown = (
-        ("requests", status.item("requests_per_day")),
-        ("tokens", status.item("tokens_per_minute") or status.item("tokens_per_day")),
+    windows = [status.item("tokens_per_minute"), status.item("tokens_per_day")]
+    # The window that refuses first: least left; when equal (both spent), the later reset.
+    tokens = min(
+        (i for i in windows if i is not None),
+        key=lambda i: (i.remaining, -i.reset_seconds),
+        default=None,
     )
+    shown = (("requests", status.item("requests_per_day")), ("tokens", tokens))
     return [
         {
             "name": name,

@@ -112,7 +112,10 @@ async def admit(svc: Services, hs: Handshake) -> Admission:
     target = await svc.upstreams.choose(model)
     session_id = new_id("sess_")
     limit = tenant.limits.max_concurrent_sessions
-    lease = await svc.store.sessions.acquire_lease(tenant.id, session_id, limit)
+    # The heartbeat renews only running sessions: this lease must outlive the upstream
+    # handshake (up to the connect timeout), or a slow upstream lets it lapse mid-admission.
+    hold_s = svc.settings.heartbeat_ttl_seconds + svc.settings.upstream_connect_timeout_seconds
+    lease = await svc.store.sessions.acquire_lease(tenant.id, session_id, limit, ttl_s=hold_s)
     if not lease.granted:
         svc.metrics.quota_refusals.labels(svc.metrics.tenant(tenant.id), "sessions").inc()
         raise RateLimited(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.config import UpstreamConfig
 from gateway.errors import GatewayError, NoUpstream, RateLimited
@@ -24,7 +24,9 @@ class UpstreamPool:
         ratelimits: RateLimitStore,
         *,
         floor_fraction: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock
         self._targets = [
             UpstreamTarget(upstream, credential)
             for upstream in upstreams
@@ -49,7 +51,7 @@ class UpstreamPool:
             raise NoUpstream(f"No upstream is configured for the model '{model}'.")
         if len(candidates) == 1 and self._floor <= 0:
             return candidates[0]
-        now = time.time()
+        now = self._clock()
         try:
             seen = await self._ratelimits.read([credential_key(t) for t in candidates], now)
         except GatewayError:

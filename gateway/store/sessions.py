@@ -45,8 +45,9 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   if limit >= 0 and count >= limit then return {0, count} end
   count = count + 1
 end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl)
+-- GT: re-acquiring never shortens a lease; the key lives as long as its longest lease.
+redis.call('ZADD', KEYS[1], 'GT', now + ttl, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return {1, count}
 """)
 
@@ -59,13 +60,15 @@ local lost = {}
 local kept = 0
 for i = 2, #ARGV do
   if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    -- Sets, not extends: once a session runs, its lease follows the heartbeat (the longer
+    -- hold taken during its admission ends here, so a dead replica's slots lapse in time).
     redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i])
     kept = kept + 1
   else
     table.insert(lost, ARGV[i])
   end
 end
-if kept > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+if kept > 0 and redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return lost
 """)
 
