@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, WebSocket
-from fastapi.responses import JSONResponse
 
 from gateway.api.deps import services
+from gateway.api.errors import error_response
 from gateway.api.ws_peer import StarletteClientPeer
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotFound
 from gateway.protocol.handshake import parse_handshake, split_subprotocols
 from gateway.relay.admission import admit
 from gateway.relay.lifecycle import run_session
@@ -34,13 +34,19 @@ async def realtime(ws: WebSocket) -> None:
     except GatewayError as err:
         svc.metrics.refused_upgrades.labels(err.code).inc()
         log.info("upgrade refused", extra={"status": err.http_status, "code": err.code})
-        await ws.send_denial_response(
-            JSONResponse(err.http_body(), err.http_status, headers=err.http_headers())
-        )
+        await ws.send_denial_response(error_response(err))
         return
     await ws.accept(subprotocol=hs.reply_subprotocol)
     await run_session(svc, admission, StarletteClientPeer(ws))
 
 
+async def unknown_websocket_route(ws: WebSocket) -> None:
+    """An upgrade to any other path: a JSON 404 like an unknown REST route (Starlette's default
+    is a bare 403 with no body, which reads as an authorization problem)."""
+    await ws.send_denial_response(error_response(NotFound("Unknown route.")))
+
+
 for path in ("/v1/realtime", "/openai/realtime", "/openai/v1/realtime"):
     router.add_api_websocket_route(path, realtime)
+# Last: WebSocket routes only match WebSocket scopes, so REST routes are not shadowed.
+router.add_api_websocket_route("/{path:path}", unknown_websocket_route)

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import orjson
 
@@ -138,11 +138,7 @@ class RelaySession:
                     )
                     self._set_end(SessionEnd("internal_error", CLOSE_INTERNAL, detail=repr(exc)))
         finally:
-            for task in [*pumps, supervisor]:
-                task.cancel()
-            for task in [*pumps, supervisor]:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _stop_tasks([*pumps, supervisor])
         end = self._end or SessionEnd("unknown", CLOSE_INTERNAL)
         await self._close_both(end)
         final = self.core.final_charge()
@@ -161,6 +157,10 @@ class RelaySession:
             await asyncio.wait_for(self.upstream.close(CLOSE_NORMAL, "client session ended"), 2)
 
     async def _client_pump(self) -> None:
+        with contextlib.suppress(_PeerGone):
+            await self._client_frames()
+
+    async def _client_frames(self) -> None:
         core, upstream, client, hooks, now = (
             self.core,
             self.upstream,
@@ -179,18 +179,22 @@ class RelaySession:
                     "Binary frames are not supported: send JSON events as text frames."
                 )
                 core.counters.refused_client_events += 1
-                await client.send(error_event(err, core.event_ids()))
+                await self._send(client, error_event(err, core.event_ids()))
                 continue
             outcome = core.client_frame(frame, now())
             hooks.relayed("client_to_upstream", outcome.kind, len(frame))
             if outcome.needs_quota and outcome.forward is not None:
                 refusal = await hooks.check_quota()
                 if refusal is not None:
-                    await client.send(core.refuse_response(refusal, _event_id_of(frame)))
+                    await self._send(client, core.refuse_response(refusal, _event_id_of(frame)))
                     continue
             await self._apply(outcome, toward=upstream, back=client)
 
     async def _upstream_pump(self) -> None:
+        with contextlib.suppress(_PeerGone):
+            await self._upstream_frames()
+
+    async def _upstream_frames(self) -> None:
         core, upstream, client, hooks, now = (
             self.core,
             self.upstream,
@@ -215,12 +219,35 @@ class RelaySession:
                 self._stop.set()
 
     async def _apply(self, outcome: Outcome, *, toward: Peer, back: Peer) -> None:
-        if outcome.forward is not None:
-            await toward.send(outcome.forward)
-        for extra in outcome.to_upstream:
-            await self.upstream.send(extra)
-        for extra in outcome.to_client:
-            await self.client.send(extra)
+        peer = toward  # the one a Closed comes from (a try costs nothing until it raises)
+        try:
+            if outcome.forward is not None:
+                await toward.send(outcome.forward)
+            if outcome.to_upstream:
+                peer = self.upstream
+                for extra in outcome.to_upstream:
+                    await peer.send(extra)
+            if outcome.to_client:
+                peer = self.client
+                for extra in outcome.to_client:
+                    await peer.send(extra)
+        except Closed as closed:
+            self._peer_gone(peer, closed)
+
+    async def _send(self, peer: Peer, frame: bytes) -> None:
+        try:
+            await peer.send(frame)
+        except Closed as closed:
+            self._peer_gone(peer, closed)
+
+    def _peer_gone(self, peer: Peer, closed: Closed) -> NoReturn:
+        """A send found ``peer`` closed: that is how the session ends (as if its receive had
+        seen it), not a failure of the pump that was sending."""
+        if peer is self.upstream:
+            self._upstream_closed(closed)
+        else:
+            self._set_end(SessionEnd("client_closed", closed.code, detail=closed.reason))
+        raise _PeerGone from None
 
     async def _effects(self, outcome: Outcome) -> None:
         for effect in outcome.effects:
@@ -297,6 +324,30 @@ class RelaySession:
         self._set_end(
             SessionEnd(error.code, error.close_code or CLOSE_NORMAL, detail=error.message)
         )
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until every one is done.
+
+    The cancel is repeated until it takes: on Python 3.11 ``asyncio.wait_for`` (which redis-py
+    wraps around every command it sends) swallows a cancel that arrives just as its inner call
+    completes (CPython gh-86296), and a pump that was checking a budget would then carry on,
+    holding the session open until its peer next sent something.
+    """
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):  # finish closing even if cancelled
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved; the first failure was logged by run()
+
+
+class _PeerGone(Exception):
+    """Raised out of a send whose peer is closed, once the session's end is recorded; the pump
+    that was sending stops quietly."""
 
 
 def _event_id_of(frame: bytes) -> str | None:
