@@ -208,6 +208,12 @@ class SessionTerminated(GatewayError):
     form = ErrorForm(409, CLOSE_POLICY, "invalid_request_error", "session_terminated")
 
 
+class SessionSlotLost(GatewayError):
+    """The session's concurrency slot went to another session while Redis was unreachable."""
+
+    form = ErrorForm(503, CLOSE_TRY_AGAIN_LATER, "server_error", "session_slot_lost")
+
+
 class IdleTimeout(GatewayError):
     form = ErrorForm(408, CLOSE_POLICY, "invalid_request_error", "idle_timeout")
 
@@ -229,6 +235,13 @@ class UpstreamUnavailable(GatewayError):
     """The upstream refused, timed out or died. Transient from the client's point of view."""
 
     form = ErrorForm(502, CLOSE_TRY_AGAIN_LATER, "server_error", "upstream_unavailable")
+
+
+class UpstreamLost(GatewayError):
+    """The upstream session died mid-session: the client should reconnect (1011 is one of the
+    close codes the SDKs retry on)."""
+
+    form = ErrorForm(502, CLOSE_INTERNAL, "server_error", "upstream_connection_lost")
 
 
 class UpstreamRejected(GatewayError):

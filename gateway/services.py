@@ -16,12 +16,19 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.config import Credential, QuotaFailMode, Settings, UpstreamConfig, UpstreamKind
-from gateway.errors import Draining, GatewayError, RateLimited, SessionTerminated
+from gateway.errors import (
+    Draining,
+    GatewayError,
+    RateLimited,
+    SessionSlotLost,
+    SessionTerminated,
+)
 from gateway.metrics import Metrics
 from gateway.relay.accounting import record_budget
 from gateway.relay.registry import LiveSessions
 from gateway.relay.upstreams import UpstreamPool
 from gateway.store import ChargeBuffer, ControlCommand, Store, TenantRecord, open_store
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.services")
 
@@ -90,11 +97,7 @@ class Services:
         if self.sessions:
             self.sessions.end_all(Draining("This gateway replica is stopping. Reconnect."))
             await self.sessions.wait_empty(wait_s)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         if self._store is not None:
             with contextlib.suppress(GatewayError):
                 await self._store.sessions.remove_replica(self.settings.replica_id)
@@ -232,9 +235,20 @@ class Services:
                     self.settings.replica_id, self.sessions.leases(), ttl
                 )
                 # A lease that vanished (Redis restarted, or it expired while Redis was out of
-                # reach) belongs to a session that is still live here: take it back.
+                # reach) belongs to a session that is still live here: take it back, within
+                # the tenant's limit. If another session took the slot meanwhile, this one
+                # ends (the client may reconnect) so the limit holds.
                 for tenant_id, session_id in lost:
-                    await sessions.acquire_lease(tenant_id, session_id, None, ttl)
+                    limit = self.sessions.limit_of(session_id)
+                    grant = await sessions.acquire_lease(tenant_id, session_id, limit, ttl)
+                    if not grant.granted:
+                        self.sessions.end(
+                            session_id,
+                            SessionSlotLost(
+                                "This session lost its slot while the gateway's store was "
+                                "unreachable. Reconnect to continue."
+                            ),
+                        )
             except GatewayError:
                 self.metrics.redis_errors.labels("heartbeat").inc()
             await asyncio.sleep(interval)

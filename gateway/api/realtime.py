@@ -36,7 +36,12 @@ async def realtime(ws: WebSocket) -> None:
         log.info("upgrade refused", extra={"status": err.http_status, "code": err.code})
         await ws.send_denial_response(error_response(err))
         return
-    await ws.accept(subprotocol=hs.reply_subprotocol)
+    # The gateway's own session id (what /v1/sessions lists), for server-side clients; the
+    # session.created event carries the upstream's.
+    await ws.accept(
+        subprotocol=hs.reply_subprotocol,
+        headers=[(b"x-gateway-session-id", admission.session_id.encode())],
+    )
     await run_session(svc, admission, StarletteClientPeer(ws))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.relay.transport import BinaryFrame, Closed
 
@@ -33,7 +33,7 @@ class StarletteClientPeer:
             raise Closed(1006, "connection closed")
         try:
             await self._ws.send({"type": "websocket.send", "text": frame.decode()})
-        except (RuntimeError, OSError):
+        except (RuntimeError, OSError, WebSocketDisconnect):
             raise Closed(1006, "connection lost") from None
 
     async def close(self, code: int, reason: str) -> None:

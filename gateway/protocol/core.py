@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import orjson
 
-from gateway.errors import GatewayError, InvalidEvent, RateLimited
+from gateway.errors import GatewayError, InvalidEvent
 from gateway.protocol import translate as tr
 from gateway.protocol.events import EventIds, cancel_event, error_event
 from gateway.protocol.policy import SessionPolicy
@@ -251,7 +251,7 @@ class SessionCore:
         outcome.to_client.append(error_event(err, self.event_ids()))
         return outcome
 
-    def refuse_response(self, err: RateLimited, event_id: str | None) -> bytes:
+    def refuse_response(self, err: GatewayError, event_id: str | None) -> bytes:
         """The error event for a response.create the relay held back for lack of budget."""
         self.client_requested_response = False
         self.waiting_first_delta_since = None
@@ -259,7 +259,7 @@ class SessionCore:
         err.client_event_id = event_id
         return error_event(err, self.event_ids())
 
-    def cancel_auto_response(self, err: RateLimited) -> tuple[bytes, bytes]:
+    def cancel_auto_response(self, err: GatewayError) -> tuple[bytes, bytes]:
         """A response the upstream started by itself while over budget: cancel it upstream and
         tell the client why. Returns (to_upstream, to_client)."""
         cancel = cancel_event(self.event_ids(), self.active_response_id)

@@ -85,7 +85,7 @@ class SessionAccounting:
 
     # ---- per response -------------------------------------------------------------------
 
-    def charge(self, charge: Charge) -> None:
+    def charge(self, charge: Charge) -> asyncio.Task[Any]:
         usage = charge.usage
         cost = cost_usd(usage, self.price) if self.price is not None else 0.0
         micros = to_micros(cost)
@@ -105,6 +105,7 @@ class SessionAccounting:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         self._metrics_for(charge, cost)
+        return task
 
     def open_charge(self) -> None:
         """The session itself is counted in the ledger (sessions per day)."""

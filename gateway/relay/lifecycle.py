@@ -97,7 +97,13 @@ async def run_session(svc: Services, adm: Admission, client: Peer) -> SessionEnd
         "client_protocol": adm.client_protocol,
     }
     started_at = time.time()
-    svc.sessions.add(adm.session_id, tenant.id, relay, (client_side, upstream_side))
+    svc.sessions.add(
+        adm.session_id,
+        tenant.id,
+        relay,
+        (client_side, upstream_side),
+        limit=tenant.limits.max_concurrent_sessions,
+    )
     metrics.live_sessions.labels(tenant_label).inc()
     live = True
     metrics.sessions_started.labels(tenant_label).inc()

@@ -21,6 +21,8 @@ class LiveSession:
     tenant_id: str
     relay: RelaySession
     sides: tuple[Holding, ...] = ()
+    # The tenant's concurrency limit when the session was admitted (to take a lost lease back).
+    limit: int | None = None
 
 
 class LiveSessions:
@@ -38,8 +40,9 @@ class LiveSessions:
         tenant_id: str,
         relay: RelaySession,
         sides: tuple[Holding, ...] = (),
+        limit: int | None = None,
     ) -> None:
-        self._by_id[session_id] = LiveSession(tenant_id, relay, sides)
+        self._by_id[session_id] = LiveSession(tenant_id, relay, sides, limit)
         self._empty.clear()
 
     def __contains__(self, session_id: object) -> bool:
@@ -56,6 +59,10 @@ class LiveSessions:
 
     def leases(self) -> list[tuple[str, str]]:
         return [(live.tenant_id, sid) for sid, live in self._by_id.items()]
+
+    def limit_of(self, session_id: str) -> int | None:
+        live = self._by_id.get(session_id)
+        return live.limit if live is not None else None
 
     def end(self, session_id: str, error: GatewayError) -> bool:
         live = self._by_id.get(session_id)

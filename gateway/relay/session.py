@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import orjson
 
@@ -26,6 +26,7 @@ from gateway.errors import (
     RateLimited,
     SessionLimitReached,
     UnsupportedFrame,
+    UpstreamLost,
 )
 from gateway.protocol.core import (
     AutoResponse,
@@ -36,10 +37,14 @@ from gateway.protocol.core import (
     SessionCore,
     UpstreamError,
 )
-from gateway.protocol.events import error_event
+from gateway.protocol.events import cancel_event, error_event
 from gateway.relay.transport import BinaryFrame, Closed, Peer
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.relay")
+
+CHARGE_WAIT_S = 0.25  # how long a response.done waits for its charge to be booked
+CANCEL_WAIT_S = 1.0  # how long a forced end waits for the cancelled response's usage
 
 
 class SessionHooks(Protocol):
@@ -49,8 +54,9 @@ class SessionHooks(Protocol):
         """None when the tenant may start a response now."""
         ...
 
-    def charge(self, charge: Charge) -> None:
-        """Account a charge. Must not block and must not lose it (buffered when Redis is down)."""
+    def charge(self, charge: Charge) -> asyncio.Future[Any] | None:
+        """Account a charge without blocking and without ever losing it (buffered when Redis is
+        down). Returns the booking in progress, which the caller may wait on, or None."""
         ...
 
     async def rate_limits_seen(self, entries: list[dict[str, object]]) -> bytes | None:
@@ -101,6 +107,7 @@ class RelaySession:
         self._end: SessionEnd | None = None
         self._end_error: GatewayError | None = None
         self._after_response = False
+        self._response_done = asyncio.Event()  # set at each response.done
 
     # ---- control from outside (admin end, drain, tests) -----------------------------------
 
@@ -112,6 +119,8 @@ class RelaySession:
         if self._end_error is None:
             self._end_error = error
             self._after_response = after_response
+        elif not after_response:
+            self._after_response = False  # a drain that ran out of time: end now
         self._stop.set()
 
     @property
@@ -138,7 +147,7 @@ class RelaySession:
                     )
                     self._set_end(SessionEnd("internal_error", CLOSE_INTERNAL, detail=repr(exc)))
         finally:
-            await _stop_tasks([*pumps, supervisor])
+            await stop_tasks([*pumps, supervisor])
         end = self._end or SessionEnd("unknown", CLOSE_INTERNAL)
         await self._close_both(end)
         final = self.core.final_charge()
@@ -151,6 +160,14 @@ class RelaySession:
             self._end = end
 
     async def _close_both(self, end: SessionEnd) -> None:
+        if end.reason == "upstream_lost":
+            lost = UpstreamLost(
+                "The connection to the upstream was lost. Reconnect to start a new session."
+            )
+            with contextlib.suppress(Closed, Exception):
+                await asyncio.wait_for(
+                    self.client.send(error_event(lost, self.core.event_ids())), 2
+                )
         with contextlib.suppress(Closed, Exception):
             await asyncio.wait_for(self.client.close(end.client_close_code, end.reason), 2)
         with contextlib.suppress(Closed, Exception):
@@ -184,7 +201,7 @@ class RelaySession:
             outcome = core.client_frame(frame, now())
             hooks.relayed("client_to_upstream", outcome.kind, len(frame))
             if outcome.needs_quota and outcome.forward is not None:
-                refusal = await hooks.check_quota()
+                refusal = self._draining_refusal() or await hooks.check_quota()
                 if refusal is not None:
                     await self._send(client, core.refuse_response(refusal, _event_id_of(frame)))
                     continue
@@ -252,19 +269,30 @@ class RelaySession:
     async def _effects(self, outcome: Outcome) -> None:
         for effect in outcome.effects:
             if isinstance(effect, Charge):
-                self.hooks.charge(effect)
+                # Booked before the response.done goes on, so a replica killed right after
+                # cannot lose a turn its client saw; bounded, because the charge buffer keeps
+                # the charge anyway when Redis is slow or away.
+                self._response_done.set()
+                booking = self.hooks.charge(effect)
+                if booking is not None:
+                    await asyncio.wait([booking], timeout=CHARGE_WAIT_S)
             elif isinstance(effect, RateLimitsSeen):
                 shown = await self.hooks.rate_limits_seen(effect.entries)
                 if shown is not None:
                     outcome.to_client.append(shown)
             elif isinstance(effect, AutoResponse):
-                refusal = await self.hooks.check_quota()
+                refusal = self._draining_refusal() or await self.hooks.check_quota()
                 if refusal is not None:
                     cancel, notice = self.core.cancel_auto_response(refusal)
                     outcome.to_upstream.append(cancel)
                     outcome.to_client.append(notice)
             else:
                 self.hooks.observe(effect)
+
+    def _draining_refusal(self) -> GatewayError | None:
+        """While the session waits for its response in progress to finish (drain), it starts
+        no new one: that response would only be cut."""
+        return self._end_error if self._after_response else None
 
     def _upstream_closed(self, closed: Closed) -> None:
         code = closed.code
@@ -319,30 +347,23 @@ class RelaySession:
         return max(0.0, min(deadlines))
 
     async def _end_with(self, error: GatewayError) -> None:
+        await self._cancel_response_in_progress()
         with contextlib.suppress(Closed, Exception):
             await asyncio.wait_for(self.client.send(error_event(error, self.core.event_ids())), 2)
         self._set_end(
             SessionEnd(error.code, error.close_code or CLOSE_NORMAL, detail=error.message)
         )
 
-
-async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` and wait until every one is done.
-
-    The cancel is repeated until it takes: on Python 3.11 ``asyncio.wait_for`` (which redis-py
-    wraps around every command it sends) swallows a cancel that arrives just as its inner call
-    completes (CPython gh-86296), and a pump that was checking a budget would then carry on,
-    holding the session open until its peer next sent something.
-    """
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):  # finish closing even if cancelled
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved; the first failure was logged by run()
+    async def _cancel_response_in_progress(self) -> None:
+        """Ending while a response streams: cancel it upstream and wait briefly for its
+        response.done, which carries the usage of what was generated (otherwise lost)."""
+        if self.core.active_response_id is None:
+            return
+        self._response_done.clear()
+        with contextlib.suppress(Closed, Exception):
+            await self.upstream.send(cancel_event(self.core.event_ids(), None))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._response_done.wait(), CANCEL_WAIT_S)
 
 
 class _PeerGone(Exception):

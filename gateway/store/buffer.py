@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 
 from gateway.errors import StoreUnavailable
 from gateway.store.ledger import Charge, Ledger
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,7 @@ class ChargeBuffer:
         """Stop the background task after one last flush; returns charges that could not go."""
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks([task])
         try:
             left = await asyncio.wait_for(self.flush(), flush_within_s)
         except TimeoutError:

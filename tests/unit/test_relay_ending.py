@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import logging
 
+import orjson
 import pytest
 
-from gateway.errors import RateLimited
+from gateway.errors import Draining, RateLimited, SessionTerminated
 from gateway.protocol.core import Charge, FirstDelta, SessionCore, UpstreamError
 from gateway.protocol.policy import SessionPolicy
 from gateway.relay.session import Limits, RelaySession
@@ -61,6 +62,7 @@ class Hooks:
 
     def charge(self, charge: Charge) -> None:
         self.charges.append(charge)
+        return None
 
     async def rate_limits_seen(self, entries: list[dict[str, object]]) -> bytes | None:
         return None
@@ -138,3 +140,66 @@ async def test_a_swallowed_cancel_does_not_hold_the_session_open() -> None:
     end = run.result()
     assert (end.reason, end.client_close_code) == ("upstream_lost", 1011)
     assert client.closed_with == (1011, "upstream_lost")
+
+
+def _types(frames: list[bytes]) -> list[str]:
+    return [orjson.loads(f)["type"] for f in frames]
+
+
+async def test_upstream_lost_tells_the_client_before_closing() -> None:
+    relay, client, upstream = _session(Hooks())
+    await upstream.inbox.put(Closed(1006, "connection lost"))
+    await asyncio.wait_for(relay.run(), 5)
+    (notice,) = [orjson.loads(f) for f in client.sent]
+    assert notice["type"] == "error"
+    assert notice["error"]["code"] == "upstream_connection_lost"
+    assert client.closed_with == (1011, "upstream_lost")
+
+
+CREATED = b'{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}'
+DONE = (
+    b'{"type":"response.done","response":{"id":"resp_1","status":"completed",'
+    b'"usage":{"total_tokens":5,"input_tokens":2,"output_tokens":3}}}'
+)
+
+
+async def test_drain_lets_the_response_finish_but_starts_no_new_one() -> None:
+    hooks = Hooks()
+    relay, client, upstream = _session(hooks)
+    run = asyncio.create_task(relay.run())
+    await upstream.inbox.put(CREATED)
+    while relay.core.active_response_id is None:
+        await asyncio.sleep(0.01)
+    relay.request_end(Draining("restarting"), after_response=True)
+    await client.inbox.put(b'{"type":"response.create","event_id":"c1"}')
+    await asyncio.sleep(0.05)
+    assert not run.done()  # the response in progress may finish
+    await upstream.inbox.put(DONE)
+    end = await asyncio.wait_for(run, 5)
+    assert (end.reason, end.client_close_code) == ("server_shutting_down", 1012)
+    # the response.create was refused, not forwarded; the response finished; then the notice
+    assert upstream.sent == []
+    refused = orjson.loads(client.sent[1])
+    assert (refused["error"]["code"], refused["error"]["event_id"]) == (
+        "server_shutting_down",
+        "c1",
+    )
+    assert _types(client.sent) == ["response.created", "error", "response.done", "error"]
+    assert [c.usage.total_tokens for c in hooks.charges] == [5]
+
+
+async def test_a_forced_end_cancels_the_response_and_keeps_its_usage() -> None:
+    hooks = Hooks()
+    relay, _, upstream = _session(hooks)
+    run = asyncio.create_task(relay.run())
+    await upstream.inbox.put(CREATED)
+    while relay.core.active_response_id is None:
+        await asyncio.sleep(0.01)
+    relay.request_end(SessionTerminated("ended by an administrator"))
+    while not upstream.sent:  # the gateway cancels the response upstream...
+        await asyncio.sleep(0.01)
+    assert _types(upstream.sent) == ["response.cancel"]
+    await upstream.inbox.put(DONE.replace(b"completed", b"cancelled"))  # ...which reports usage
+    end = await asyncio.wait_for(run, 5)
+    assert (end.reason, end.client_close_code) == ("session_terminated", 1008)
+    assert [(c.status, c.usage.total_tokens) for c in hooks.charges] == [("cancelled", 5)]
