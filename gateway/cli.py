@@ -79,24 +79,13 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     from gateway.app import create_app
     from gateway.logs import configure_logging
+    from gateway.server import uvicorn_config
 
     configure_logging(settings)
     app = create_app(settings)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        ws_max_size=settings.max_frame_bytes,
-        ws_per_message_deflate=settings.compression,
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
+        settings,
         # The drain already ended every session within GATEWAY_DRAIN_SECONDS; what is left to
         # close at shutdown is idle HTTP connections, so do not spend long on it.
         timeout_graceful_shutdown=1,

@@ -203,8 +203,12 @@ class Settings(BaseSettings):
     # --- relay -------------------------------------------------------------------------------
     max_frame_bytes: int = Field(default=16 * MIB, ge=64 * 1024)
     relay_queue_frames: int = Field(default=256, ge=8)
-    # permessage-deflate per hop; off by default (audio does not compress, CPU does not come back).
+    # permessage-deflate on the client hop (data_path "asgi" only; the upstream hop never offers
+    # it); off by default: audio does not compress, and the CPU does not come back.
     compression: bool = False
+    # Who carries the realtime WebSocket: "picows" (a Cython WebSocket implementation, taking the
+    # socket from uvicorn after admission: the fast path) or "asgi" (uvicorn + Starlette).
+    data_path: Literal["picows", "asgi"] = "picows"
 
     # --- operations --------------------------------------------------------------------------
     drain_seconds: float = Field(default=25.0, ge=0)

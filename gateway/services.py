@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.config import Credential, QuotaFailMode, Settings, UpstreamConfig, UpstreamKind
@@ -49,6 +49,7 @@ class Services:
         self._upstreams: UpstreamPool | None = None
         self._sim: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._spawned: set[asyncio.Task[Any]] = set()
 
     # ---- wiring -----------------------------------------------------------------------------
 
@@ -65,6 +66,13 @@ class Services:
     def upstreams(self) -> UpstreamPool:
         assert self._upstreams is not None, "services not started"
         return self._upstreams
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``work`` as a task this process owns (kept referenced, stopped at shutdown)."""
+        task = asyncio.create_task(work, name=name)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
 
     def event_id(self) -> str:
         return "event_" + secrets.token_urlsafe(15)
@@ -97,7 +105,7 @@ class Services:
         if self.sessions:
             self.sessions.end_all(Draining("This gateway replica is stopping. Reconnect."))
             await self.sessions.wait_empty(wait_s)
-        await stop_tasks(self._tasks)
+        await stop_tasks([*self._tasks, *self._spawned])
         if self._store is not None:
             with contextlib.suppress(GatewayError):
                 await self._store.sessions.remove_replica(self.settings.replica_id)

@@ -12,6 +12,9 @@ from gateway.relay.transport import BinaryFrame, Closed
 class StarletteClientPeer:
     __slots__ = ("_ws",)
 
+    # uvicorn buffers inside its protocol; what it holds is not visible from here.
+    queued = 0
+
     def __init__(self, ws: WebSocket) -> None:
         self._ws = ws
 

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from gateway.errors import (
     Draining,
@@ -36,6 +34,8 @@ from gateway.errors import (
 )
 from gateway.protocol import shapes
 from gateway.protocol.handshake import Handshake, origin_allowed
+from gateway.relay.picows_peer import PicowsPeer
+from gateway.relay.transport import BinaryFrame, Closed
 from gateway.relay.upstream import UpstreamTarget, open_upstream
 from gateway.store.hashing import new_id
 from gateway.store.tenants import TenantRecord
@@ -58,7 +58,7 @@ class Admission:
     model: str
     client_protocol: Literal["ga", "beta"]
     target: UpstreamTarget
-    upstream: ClientConnection
+    upstream: PicowsPeer
     session_created: bytes  # the upstream's session.created, showing the bound configuration
     bound_session: dict[str, Any]
     connect_seconds: float
@@ -165,7 +165,7 @@ async def admit(svc: Services, hs: Handshake) -> Admission:
 
 async def _open_session(
     svc: Services, target: UpstreamTarget, model: str, bound: Mapping[str, Any]
-) -> tuple[ClientConnection, bytes]:
+) -> tuple[PicowsPeer, bytes]:
     """Connect, read session.created, apply the bound configuration, and return the
     ``session.created`` the client should see (the upstream's, showing the bound config)."""
     ws = await open_upstream(
@@ -173,7 +173,6 @@ async def _open_session(
         model,
         timeout=svc.settings.upstream_connect_timeout_seconds,
         max_frame_bytes=svc.settings.max_frame_bytes,
-        compression=svc.settings.compression,
     )
     try:
         created_raw = await _expect(ws, ("session.created", "transcription_session.created"))
@@ -187,7 +186,7 @@ async def _open_session(
         else:
             event = {"type": "session.update", "session": update}
         event["event_id"] = "gw_bind_" + new_id("", 6)
-        await ws.send(orjson.dumps(event), text=True)
+        await ws.send(orjson.dumps(event))
         updated_raw = await _expect(ws, ("session.updated", "transcription_session.updated"))
         created = orjson.loads(created_raw)
         created["session"] = orjson.loads(updated_raw).get("session", created.get("session"))
@@ -198,17 +197,17 @@ async def _open_session(
         raise
 
 
-async def _expect(ws: ClientConnection, types: tuple[str, ...]) -> bytes:
+async def _expect(ws: PicowsPeer, types: tuple[str, ...]) -> bytes:
     """The next frame, which must be one of ``types``; an upstream error event is reported."""
     try:
-        raw = await ws.recv(decode=False)
-    except ConnectionClosed as exc:
-        frame = exc.rcvd
-        detail = f" (close code {frame.code}: {frame.reason})" if frame else ""
+        data = await ws.receive()
+    except Closed as closed:
+        detail = "" if closed.code == 1006 else f" (close code {closed.code}: {closed.reason})"
         raise UpstreamUnavailable(
             f"The upstream closed the session while opening it{detail}."
         ) from None
-    data = raw if isinstance(raw, bytes) else bytes(raw)
+    if isinstance(data, BinaryFrame):
+        raise UpstreamUnavailable("The upstream sent a binary frame while opening.")
     try:
         event = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -13,43 +13,13 @@ from gateway.protocol.policy import SessionPolicy
 from gateway.relay.accounting import SessionAccounting
 from gateway.relay.admission import Admission
 from gateway.relay.session import Limits, RelaySession, SessionEnd
-from gateway.relay.transport import BinaryFrame, Closed, Peer, UpstreamPeer
+from gateway.relay.transport import Closed, QueuedPeer
 from gateway.store.sessions import SessionRecord
 
 if TYPE_CHECKING:
     from gateway.services import Services
 
 log = logging.getLogger("gateway.session")
-
-
-class HoldingPeer:
-    """A peer that knows whether the relay holds a frame it received and has not sent on.
-
-    A pump receives a frame, hands it on, then asks for the next one: between those two calls
-    the frame is "in the relay" (being processed, or waiting for the other side to take it
-    when that side applies backpressure). The relay has no queue of its own beyond that one
-    frame per direction, so the sum of ``holding`` over all sessions is the relay's queue
-    depth, read at scrape time (no per-frame metric call).
-    """
-
-    __slots__ = ("_peer", "holding")
-
-    def __init__(self, peer: Peer) -> None:
-        self._peer = peer
-        self.holding = False
-
-    async def receive(self) -> bytes | BinaryFrame:
-        self.holding = False
-        frame = await self._peer.receive()
-        self.holding = True
-        return frame
-
-    async def send(self, frame: bytes) -> None:
-        await self._peer.send(frame)
-
-    async def close(self, code: int, reason: str) -> None:
-        self.holding = False
-        await self._peer.close(code, reason)
 
 
 def _policy(adm: Admission) -> SessionPolicy:
@@ -63,7 +33,7 @@ def _policy(adm: Admission) -> SessionPolicy:
     )
 
 
-async def run_session(svc: Services, adm: Admission, client: Peer) -> SessionEnd:
+async def run_session(svc: Services, adm: Admission, client: QueuedPeer) -> SessionEnd:
     tenant = adm.tenant
     metrics = svc.metrics
     tenant_label = metrics.tenant(tenant.id)
@@ -77,8 +47,7 @@ async def run_session(svc: Services, adm: Admission, client: Peer) -> SessionEnd
     core.model = adm.model
     accounting = SessionAccounting(svc, adm)
     accounting.counters = core.counters
-    client_side = HoldingPeer(client)
-    upstream_side = HoldingPeer(UpstreamPeer(adm.upstream))
+    client_side, upstream_side = client, adm.upstream
     relay = RelaySession(
         session_id=adm.session_id,
         client=client_side,

@@ -11,9 +11,10 @@ from gateway.relay.session import RelaySession
 
 
 class Holding(Protocol):
-    """A side of a session that may hold one received frame not yet sent on."""
+    """A side of a session that may hold received frames the relay has not taken yet."""
 
-    holding: bool
+    @property
+    def queued(self) -> int: ...
 
 
 @dataclasses.dataclass(slots=True)
@@ -50,7 +51,7 @@ class LiveSessions:
 
     def held_frames(self) -> int:
         """Frames received by the relay and not yet sent on, over all sessions."""
-        return sum(side.holding for live in self._by_id.values() for side in live.sides)
+        return sum(side.queued for live in self._by_id.values() for side in live.sides)
 
     def remove(self, session_id: str) -> None:
         self._by_id.pop(session_id, None)

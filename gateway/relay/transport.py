@@ -10,9 +10,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BinaryFrame:
@@ -47,34 +44,8 @@ class Peer(FrameSource, FrameSink, Protocol):
     pass
 
 
-class UpstreamPeer:
-    """The upstream side over a ``websockets`` client connection."""
+class QueuedPeer(Peer, Protocol):
+    """A peer that can tell how many received frames the relay has not taken yet."""
 
-    __slots__ = ("_ws",)
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self._ws = ws
-
-    async def receive(self) -> bytes | BinaryFrame:
-        try:
-            # decode=False: text frames arrive as the UTF-8 bytes they were sent as; no decode.
-            data = await self._ws.recv(decode=False)
-        except ConnectionClosed as exc:
-            raise _closed(exc) from None
-        return data if isinstance(data, bytes) else bytes(data)
-
-    async def send(self, frame: bytes) -> None:
-        try:
-            await self._ws.send(frame, text=True)
-        except ConnectionClosed as exc:
-            raise _closed(exc) from None
-
-    async def close(self, code: int, reason: str) -> None:
-        await self._ws.close(code, reason[:120])
-
-
-def _closed(exc: ConnectionClosed) -> Closed:
-    frame = exc.rcvd or exc.sent
-    if frame is None:
-        return Closed(1006, "connection lost")
-    return Closed(frame.code, frame.reason)
+    @property
+    def queued(self) -> int: ...

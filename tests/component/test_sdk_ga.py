@@ -57,3 +57,11 @@ async def test_mint_then_converse_and_usage_adds_up(gateway: GatewayHandle) -> N
     assert body["total"]["tokens"] == totals
     assert body["total"]["responses"] == 2
     assert body["total"]["sessions"] == 1
+
+
+async def test_the_asgi_data_path_holds_the_same_conversation(redis_url: str) -> None:
+    """The uvicorn + Starlette data path (GATEWAY_DATA_PATH=asgi) stays a working fallback."""
+    from tests.support.gateway import gateway_settings, run_gateway
+
+    async with run_gateway(gateway_settings(redis_url=redis_url, data_path="asgi")) as gateway:
+        await test_mint_then_converse_and_usage_adds_up(gateway)

@@ -19,6 +19,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.server import uvicorn_config
 from gateway.services import Services
 from tests.support.servers import free_port, wait_for_port
 
@@ -67,19 +68,7 @@ async def run_gateway(
     settings: Settings, clock: Callable[[], float] = time.time
 ) -> AsyncIterator[GatewayHandle]:
     app = create_app(settings, clock)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=settings.port,
-        loop="none",
-        http="httptools",
-        ws="websockets-sansio",
-        ws_max_size=settings.max_frame_bytes,
-        ws_per_message_deflate=settings.compression,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-    )
+    config = uvicorn_config(app, settings.model_copy(update={"host": "127.0.0.1"}), loop="none")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
