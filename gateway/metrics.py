@@ -11,6 +11,8 @@ Each app has its own registry so that several gateways can live in one test proc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -18,7 +20,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 P = "realtime_gateway_"
 OTHER_TENANT = "_other"
@@ -111,13 +115,10 @@ class Metrics:
             "Time from response.create or speech_stopped to the first audio or text delta.",
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.relayed_events = Counter(
-            P + "relayed_events", "Events relayed.", ["direction", "type"], registry=r
-        )
-        self.relayed_bytes = Counter(
-            P + "relayed_bytes", "Bytes of event payload relayed.", ["direction", "type"],
-            registry=r,
-        )  # fmt: skip
+        # Per-frame counts are plain integers exported at scrape time (see RelayTally): a
+        # prometheus_client increment takes a lock and costs more than relaying the frame.
+        self.relay = RelayTally()
+        r.register(self.relay)
         self.refused_events = Counter(
             P + "refused_client_events", "Client events answered with an error and not forwarded "
             "(invalid, against the policy, binary frames, over budget).", registry=r,
@@ -184,9 +185,6 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.draining = Gauge(P + "draining", "1 while this replica drains.", registry=r)
-        # Pre-resolved children for the per-frame counters: a labels() lookup per frame costs
-        # more than the increment itself.
-        self._relay_children: dict[tuple[str, str | bytes], tuple[Counter, Counter]] = {}
         # Series of bounded label sets exist from the start (0 rather than absent), so that
         # rates and alerts on them work before the first event.
         for direction in DIRECTIONS:
@@ -202,30 +200,6 @@ class Metrics:
             return tenant_id
         return OTHER_TENANT
 
-    def relay_children(self, direction: str, event_type: str | bytes) -> tuple[Counter, Counter]:
-        """The (events, bytes) counters of one direction and event type, resolved once."""
-        key = (direction, event_type)
-        children = self._relay_children.get(key)
-        if children is None:
-            name = (
-                event_type.decode("utf-8", "replace")
-                if isinstance(event_type, bytes)
-                else event_type
-            )
-            label = name if name in KNOWN_EVENT_TYPES else "other"
-            children = (
-                self.relayed_events.labels(direction, label),
-                self.relayed_bytes.labels(direction, label),
-            )
-            # Unknown types share the "other" children but are not cached under their own
-            # name: a client sending random types must not grow this dict either.
-            if label != "other" or len(self._relay_children) < _MAX_CACHED_KEYS:
-                self._relay_children[key] = children
-        return children
-
-    def event(self, direction: str, event_type: str | bytes) -> Counter:
-        return self.relay_children(direction, event_type)[0]
-
     def charges_dropped_now(self, total: int) -> None:
         """Report the buffer's running count of dropped charges (a counter from a total)."""
         if total > self._charges_dropped_seen:
@@ -234,3 +208,54 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class RelayTally(Collector):
+    """Events and bytes relayed, by direction and event type: ``[events, bytes]`` lists bumped
+    per frame, exported as ``realtime_gateway_relayed_events_total`` and ``_bytes_total`` when
+    scraped. Event types outside ``KNOWN_EVENT_TYPES`` share one ``other`` slot, and the lookup
+    cache is bounded, so a client sending random types grows nothing."""
+
+    _labelnames = ("direction", "type")  # as a labelled prometheus_client metric names them
+
+    def __init__(self) -> None:
+        self._slots: dict[tuple[str, str], list[int]] = {}
+        self._cache: dict[tuple[str, str | bytes], list[int]] = {}
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        # Lets the registry know the names up front (and refuse a second metric by that name).
+        yield from self._families()
+
+    def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily]:
+        return (
+            CounterMetricFamily(
+                P + "relayed_events", "Events relayed.", labels=list(self._labelnames)
+            ),
+            CounterMetricFamily(
+                P + "relayed_bytes",
+                "Bytes of event payload relayed.",
+                labels=list(self._labelnames),
+            ),
+        )
+
+    def slot(self, direction: str, event_type: str | bytes) -> list[int]:
+        key = (direction, event_type)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        name = (
+            event_type.decode("utf-8", "replace") if isinstance(event_type, bytes) else event_type
+        )
+        label = name if name in KNOWN_EVENT_TYPES else "other"
+        found = self._slots.setdefault((direction, label), [0, 0])
+        if label != "other" or len(self._cache) < _MAX_CACHED_KEYS:
+            self._cache[key] = found
+        return found
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        events, sizes = self._families()
+        for (direction, label), (count, size) in sorted(self._slots.items()):
+            events.add_metric([direction, label], count)
+            sizes.add_metric([direction, label], size)
+        yield events
+        yield sizes

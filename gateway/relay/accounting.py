@@ -46,7 +46,7 @@ class SessionAccounting:
         self.cost_micros = 0
         self._pending: set[asyncio.Task[Any]] = set()
         m = svc.metrics
-        self._relay_children = m.relay_children
+        self._relay_slot = m.relay.slot
         self._tokens = {c: m.tokens.labels(self.tenant_label, c) for c in _TOKEN_CLASSES}
         self._refused_seen = 0
         self.counters: Counters | None = None  # the core's, to report refused client events
@@ -54,9 +54,9 @@ class SessionAccounting:
     # ---- per frame (hot path: counters only) -------------------------------------------
 
     def relayed(self, direction: str, kind: str | bytes, size: int) -> None:
-        events, sizes = self._relay_children(direction, kind)
-        events.inc()
-        sizes.inc(size)
+        slot = self._relay_slot(direction, kind)
+        slot[0] += 1
+        slot[1] += size
         counters = self.counters
         if counters is not None and counters.refused_client_events != self._refused_seen:
             self.report_refused()
