@@ -162,3 +162,11 @@ def process_log(
         return path
 
     return make
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Every async test runs on uvloop, the loop `realtime-gateway serve` runs on: transports
+    differ between the two loops (uvloop's are not asyncio.Transport subclasses)."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -89,8 +89,8 @@ def realtime_edge(services: Services) -> type[asyncio.Protocol]:
             self._task: asyncio.Task[None] | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            assert isinstance(transport, asyncio.Transport)
-            self._transport = transport
+            # uvloop's TCPTransport is not an asyncio.Transport subclass, only alike.
+            self._transport = cast(asyncio.Transport, transport)
 
         def data_received(self, data: bytes) -> None:
             self._buffer += data
