@@ -180,6 +180,10 @@ class Settings(BaseSettings):
     # --- tokens ------------------------------------------------------------------------------
     token_default_ttl_seconds: int = Field(default=60, ge=10, le=7200)
     token_default_max_uses: int = Field(default=1, ge=1, le=1000)
+    # Tenant records are cached this long per replica (minting and admission read them on every
+    # call). Changes reach other replicas at once over the control channel; this bounds how
+    # long a lost message can keep a disabled tenant or a rotated key working. 0: no cache.
+    tenant_cache_seconds: float = Field(default=1.0, ge=0, le=60)
 
     # --- default tenant limits and policy ----------------------------------------------------
     default_models: list[str] = Field(default_factory=list)  # empty: any model

@@ -209,7 +209,16 @@ class Services:
         )
         return reached
 
+    async def tenant_changed(self, tenant_id: str) -> None:
+        """A tenant's record changed here: forget it locally and tell the other replicas."""
+        self.store.tenants.invalidate(tenant_id)
+        await self.store.control.publish_tenant_changed(tenant_id)
+
     def _on_command(self, command: ControlCommand) -> None:
+        if command.action in ("tenant_changed", "end_tenant"):
+            self.store.tenants.invalidate(command.tenant_id)
+            if command.action == "tenant_changed":
+                return
         error = SessionTerminated(f"The session was {command.reason or 'ended'}.")
         if command.action == "end_session" and command.session_id:
             if self.sessions.end(command.session_id, error):

@@ -60,13 +60,15 @@ async def get_tenant(request: Request, tenant_id: str) -> JSONResponse:
 @router.patch("/tenants/{tenant_id}")
 async def patch_tenant(request: Request, tenant_id: str, body: TenantPatch) -> JSONResponse:
     changes: dict[str, Any] = body.model_dump(exclude_none=True, exclude_unset=True)
-    record = await services(request).store.tenants.update(
+    svc = services(request)
+    record = await svc.store.tenants.update(
         tenant_id,
         name=body.name if "name" in changes else None,
         models=body.models if "models" in changes else None,
         limits=body.limits if "limits" in changes else None,
         policy=body.policy if "policy" in changes else None,
     )
+    await svc.tenant_changed(tenant_id)
     return JSONResponse(tenant_view(record))
 
 
@@ -74,18 +76,24 @@ async def patch_tenant(request: Request, tenant_id: str, body: TenantPatch) -> J
 async def disable_tenant(request: Request, tenant_id: str) -> JSONResponse:
     svc = services(request)
     record = await svc.store.tenants.disable(tenant_id)
+    await svc.tenant_changed(tenant_id)
     await svc.end_tenant_sessions(tenant_id, "tenant disabled")
     return JSONResponse(tenant_view(record))
 
 
 @router.post("/tenants/{tenant_id}/enable")
 async def enable_tenant(request: Request, tenant_id: str) -> JSONResponse:
-    return JSONResponse(tenant_view(await services(request).store.tenants.enable(tenant_id)))
+    svc = services(request)
+    record = await svc.store.tenants.enable(tenant_id)
+    await svc.tenant_changed(tenant_id)
+    return JSONResponse(tenant_view(record))
 
 
 @router.post("/tenants/{tenant_id}/rotate-key")
 async def rotate_key(request: Request, tenant_id: str) -> JSONResponse:
-    key = await services(request).store.tenants.rotate_key(tenant_id)
+    svc = services(request)
+    key = await svc.store.tenants.rotate_key(tenant_id)
+    await svc.tenant_changed(tenant_id)
     return JSONResponse({"object": "tenant.key", "tenant_id": tenant_id, "api_key": key})
 
 

@@ -102,6 +102,7 @@ async def open_store(settings: Settings, *, clock: Callable[[], float] = time.ti
             defaults=default_limits(settings),
             default_models=list(settings.default_models),
             clock=clock,
+            cache_seconds=settings.tenant_cache_seconds,
         ),
         tokens=TokenStore(client, hasher),
         sessions=SessionStore(client, lease_ttl_s=settings.heartbeat_ttl_seconds, clock=clock),

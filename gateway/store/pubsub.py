@@ -25,8 +25,8 @@ from gateway.store.connection import RedisClient, redis_errors, translated
 
 log = logging.getLogger(__name__)
 
-Action = Literal["end_session", "end_tenant"]
-_ACTIONS: frozenset[str] = frozenset({"end_session", "end_tenant"})
+Action = Literal["end_session", "end_tenant", "tenant_changed"]
+_ACTIONS: frozenset[str] = frozenset({"end_session", "end_tenant", "tenant_changed"})
 _RETRY_MAX_S = 2.0
 
 
@@ -86,6 +86,11 @@ class ControlChannel:
     async def publish_end_tenant(self, tenant_id: str, reason: str = "tenant disabled") -> int:
         keys.check_tenant_id(tenant_id)
         return await self.publish(ControlCommand("end_tenant", tenant_id, None, reason))
+
+    async def publish_tenant_changed(self, tenant_id: str) -> int:
+        """Replicas drop what they cached of this tenant."""
+        keys.check_tenant_id(tenant_id)
+        return await self.publish(ControlCommand("tenant_changed", tenant_id, None, ""))
 
     def subscribe(self) -> ControlSubscription:
         """``async with channel.subscribe() as sub: async for command in sub: ...``"""

@@ -129,8 +129,10 @@ class TenantStore:
         defaults: TenantLimits,
         default_models: list[str],
         clock: Callable[[], float] = time.time,
+        cache_seconds: float = 0.0,
     ) -> None:
         self._r = client
+        self._cache = _RecordCache(cache_seconds)
         self._hasher = hasher
         self._defaults = defaults
         self._default_models = default_models
@@ -179,10 +181,15 @@ class TenantStore:
 
     @translated
     async def get(self, tenant_id: str) -> TenantRecord:
+        cached = self._cache.by_id(tenant_id)
+        if cached is not None:
+            return cached
         raw = text_map(await self._r.hgetall(keys.tenant(tenant_id)))
         if not raw:
             raise NotFound(f"No tenant {tenant_id!r}.", param="tenant_id")
-        return _decode(raw)
+        record = _decode(raw)
+        self._cache.put(record)
+        return record
 
     @translated
     async def list_tenants(self) -> list[TenantRecord]:
@@ -199,6 +206,11 @@ class TenantStore:
         if not api_key or len(api_key) > 256:
             raise Unauthenticated(_BAD_KEY)
         key_hash = self._hasher.digest(_KEY_PURPOSE, api_key)
+        cached = self._cache.by_key(key_hash)
+        if cached is not None:
+            if cached.disabled:
+                raise TenantDisabled("This tenant is disabled.")
+            return cached
         tenant_id = await self._r.get(keys.tenant_key(key_hash))
         if tenant_id is None:
             raise Unauthenticated(_BAD_KEY)
@@ -210,15 +222,21 @@ class TenantStore:
         record = _decode(raw)
         if not matches_any(key_hash, record.key_hashes):
             raise Unauthenticated(_BAD_KEY)
+        self._cache.put(record, key_hash)
         if record.disabled:
             raise TenantDisabled("This tenant is disabled.")
         return record
+
+    def invalidate(self, tenant_id: str) -> None:
+        """Forget what this replica cached of a tenant (it changed here or elsewhere)."""
+        self._cache.drop(tenant_id)
 
     @translated
     async def rotate_key(self, tenant_id: str) -> str:
         """A new API key (returned once); every previous key stops working at once."""
         key = new_tenant_key()
         key_hash = self._hasher.digest(_KEY_PURPOSE, key)
+        self._cache.drop(tenant_id)
         await self._r.set(keys.tenant_key(key_hash), tenant_id)
         old = await self._swap_keys(keys=[keys.tenant(tenant_id)], args=[json.dumps([key_hash])])
         if old is None:
@@ -283,6 +301,10 @@ class TenantStore:
 
     @translated
     async def _set(self, tenant_id: str, **fields: str) -> TenantRecord:
+        self._cache.drop(tenant_id)
+        return await self._write(tenant_id, **fields)
+
+    async def _write(self, tenant_id: str, **fields: str) -> TenantRecord:
         if fields:
             args = [part for item in fields.items() for part in item]
             if not await self._hset_if_exists(keys=[keys.tenant(tenant_id)], args=args):
@@ -293,3 +315,53 @@ class TenantStore:
         if limits is None:
             return self._defaults
         return self._defaults.model_copy(update=limits.model_dump(exclude_unset=True))
+
+
+class _RecordCache:
+    """Tenant records this replica read in the last ``ttl`` seconds (by key hash and by id).
+
+    Minting and admission read the tenant on every call; the cache saves those Redis round
+    trips. A change made on this replica drops the entry at once, one made on another replica
+    arrives through the control channel (``tenant_changed``), and the TTL bounds what a lost
+    message can leave behind: a disabled tenant or a rotated key stops working everywhere
+    within ``ttl`` seconds at most. A TTL of 0 turns the cache off.
+    """
+
+    _MAX = 10_000
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._by_key: dict[str, tuple[float, TenantRecord]] = {}
+        self._by_id: dict[str, tuple[float, TenantRecord]] = {}
+
+    def by_key(self, key_hash: str) -> TenantRecord | None:
+        return self._fresh(self._by_key, key_hash)
+
+    def by_id(self, tenant_id: str) -> TenantRecord | None:
+        return self._fresh(self._by_id, tenant_id)
+
+    def put(self, record: TenantRecord, key_hash: str | None = None) -> None:
+        if self._ttl <= 0:
+            return
+        if len(self._by_key) + len(self._by_id) > self._MAX:
+            self._by_key.clear()
+            self._by_id.clear()
+        entry = (self._clock() + self._ttl, record)
+        self._by_id[record.id] = entry
+        if key_hash is not None:
+            self._by_key[key_hash] = entry
+
+    def drop(self, tenant_id: str) -> None:
+        self._by_id.pop(tenant_id, None)
+        for key_hash in [h for h, (_, r) in self._by_key.items() if r.id == tenant_id]:
+            del self._by_key[key_hash]
+
+    def _fresh(self, table: dict[str, tuple[float, TenantRecord]], key: str) -> TenantRecord | None:
+        entry = table.get(key)
+        if entry is None:
+            return None
+        if entry[0] < self._clock():
+            del table[key]
+            return None
+        return entry[1]

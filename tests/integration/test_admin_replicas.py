@@ -187,3 +187,36 @@ async def _cli(*argv: str, url: str) -> dict[str, Any]:
     assert await asyncio.to_thread(run) == 0, out.getvalue()
     result: dict[str, Any] = json.loads(out.getvalue())
     return result
+
+
+async def test_tenant_changes_reach_every_replica_at_once(redis_url: str) -> None:
+    """Replicas cache tenant records (minting and admission read them on every call); a
+    rotation or a disable made through A is in force on B immediately, not after the TTL."""
+    async with _replicas(redis_url) as (a, b):
+        tenant_id, old_key = await a.create_tenant(name="cached")
+        mint = {"session": {"type": "realtime", "model": "gpt-realtime"}}
+
+        async def mint_on_b(key: str) -> int:
+            async with httpx.AsyncClient(base_url=b.http_url) as http:
+                response = await http.post(
+                    "/v1/realtime/client_secrets",
+                    json=mint,
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+            return response.status_code
+
+        assert await mint_on_b(old_key) == 200  # B now holds the record in its cache
+        async with a.admin() as admin:
+            rotated = await admin.post(f"/admin/tenants/{tenant_id}/rotate-key")
+            new_key = rotated.json()["api_key"]
+
+            async def eventually(key: str, status: int) -> None:
+                deadline = time.monotonic() + 0.5  # the pub/sub hop, far under the 1 s TTL
+                while (got := await mint_on_b(key)) != status:
+                    assert time.monotonic() < deadline, (key[:10], got)
+                    await asyncio.sleep(0.01)
+
+            await eventually(old_key, 401)
+            await eventually(new_key, 200)
+            assert (await admin.post(f"/admin/tenants/{tenant_id}/disable")).status_code == 200
+            await eventually(new_key, 403)
