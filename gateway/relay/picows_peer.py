@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
+from gateway.protocol.core import Outcome
 from gateway.relay.transport import BinaryFrame, Closed
 
 _LOST = Closed(1006, "connection lost")
@@ -25,7 +27,9 @@ class PicowsPeer(WSListener):
         super().__init__()
         self._max_message = max_message
         self._parts_size = 0
-        self._frames: collections.deque[bytes | BinaryFrame] = collections.deque()
+        self._frames: collections.deque[bytes | BinaryFrame | Outcome] = collections.deque()
+        # Set by the relay: relays a frame inside this callback when it can (see session.py).
+        self.fast: Callable[[bytes], Outcome | None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._closed: Closed | None = None
         self._transport: WSTransport | None = None
@@ -45,7 +49,15 @@ class PicowsPeer(WSListener):
         kind = frame.msg_type
         if kind is WSMsgType.TEXT:
             if frame.fin:
-                self._push(frame.get_payload_as_bytes())
+                payload = frame.get_payload_as_bytes()
+                fast = self.fast
+                # Only while the pump waits with nothing queued, so that order holds.
+                if fast is not None and self._waiter is not None and not self._frames:
+                    rest = fast(payload)
+                    if rest is not None:
+                        self._push(rest)
+                    return
+                self._push(payload)
             else:
                 self._start_parts(frame, binary=False)
         elif kind is WSMsgType.CONTINUATION:
@@ -97,7 +109,16 @@ class PicowsPeer(WSListener):
 
     # ---- the Peer interface -------------------------------------------------------------
 
-    async def receive(self) -> bytes | BinaryFrame:
+    @property
+    def writable(self) -> bool:
+        return self._closed is None and self._writable is None and self._transport is not None
+
+    def send_nowait(self, frame: bytes) -> None:
+        """Send without waiting; only called after ``writable`` said yes."""
+        assert self._transport is not None
+        self._transport.send(WSMsgType.TEXT, frame)
+
+    async def receive(self) -> bytes | BinaryFrame | Outcome:
         frames = self._frames
         while not frames:
             if self._closed is not None:
@@ -145,7 +166,7 @@ class PicowsPeer(WSListener):
             transport.disconnect()
         self._wake()
 
-    def _push(self, frame: bytes | BinaryFrame) -> None:
+    def _push(self, frame: bytes | BinaryFrame | Outcome) -> None:
         self._frames.append(frame)
         self._wake()
         if not self._reading_paused and len(self._frames) >= self._high and self._transport:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
+from gateway.protocol.core import Outcome
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BinaryFrame:
@@ -27,8 +29,9 @@ class Closed(Exception):
 
 
 class FrameSource(Protocol):
-    async def receive(self) -> bytes | BinaryFrame:
-        """The next frame; raises Closed when the peer is gone."""
+    async def receive(self) -> bytes | BinaryFrame | Outcome:
+        """The next frame (or a frame's Outcome already computed by a fast path); raises Closed
+        when the peer is gone."""
         ...
 
 
