@@ -74,6 +74,13 @@ class SessionAccounting:
     def observe(self, effect: FirstDelta | UpstreamError) -> None:
         if isinstance(effect, FirstDelta):
             self.svc.metrics.first_delta.observe(effect.seconds)
+        elif effect.error_type == "invalid_request_error":
+            # The upstream answering a client's mistake is not an upstream failure: no metric
+            # (it would page someone), and only at debug level (a client can send many).
+            log.debug(
+                "upstream refused a client event",
+                extra={"session_id": self.adm.session_id, "code": effect.code},
+            )
         else:
             self.svc.metrics.upstream_errors.labels(
                 self.adm.target.upstream.name, "error_event"

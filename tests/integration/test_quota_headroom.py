@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
 from gateway.limits.headroom import Snapshot, choose
 from gateway.sim import SimConfig, SimServer
@@ -58,11 +59,8 @@ async def _session_turn(
     gateway: GatewayHandle, key: str, tenant_id: str, stack: contextlib.AsyncExitStack
 ) -> tuple[str, list[Event]]:
     """Open a session (kept open), do one text turn; (credential it got, limits reported)."""
-    before = {s["session_id"] for s in await live_sessions(gateway, tenant_id)}
     ws = await stack.enter_async_context(client(gateway, key))
-    (record,) = [
-        s for s in await live_sessions(gateway, tenant_id) if s["session_id"] not in before
-    ]
+    record = await _record_of(gateway, tenant_id, ws)
     limits = only(await text_turn(ws, "Hello there"), "rate_limits.updated")["rate_limits"]
     assert [e["name"] for e in limits] == ["requests", "tokens"]
     credential = str(record["credential"])
@@ -77,12 +75,19 @@ async def _session_turn(
 
 async def _credential_of_next(gateway: GatewayHandle, key: str, tenant_id: str) -> str:
     """The credential the next session gets (the session is closed again)."""
-    before = {s["session_id"] for s in await live_sessions(gateway, tenant_id)}
-    async with client(gateway, key):
-        (record,) = [
-            s for s in await live_sessions(gateway, tenant_id) if s["session_id"] not in before
-        ]
+    async with client(gateway, key) as ws:
+        record = await _record_of(gateway, tenant_id, ws)
     return str(record["credential"])
+
+
+async def _record_of(gateway: GatewayHandle, tenant_id: str, ws: ClientConnection) -> Any:
+    """The gateway's record of the session on ``ws``, by the id its upgrade answer carried
+    (not by diffing live lists: a session closed just before may still be listed)."""
+    session_id = ws.response.headers["x-gateway-session-id"]
+    (record,) = [
+        s for s in await live_sessions(gateway, tenant_id) if s["session_id"] == session_id
+    ]
+    return record
 
 
 async def _recorded(gateway: GatewayHandle, credential: str) -> dict[str, tuple[Any, ...]]:
