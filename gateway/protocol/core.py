@@ -15,6 +15,7 @@ for a 6 KB audio append) so that malformed JSON never reaches the upstream.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
@@ -208,29 +209,32 @@ class SessionCore:
         return self._to_upstream(frame, event)
 
     def _session_update(self, frame: bytes, event: dict[str, Any], event_id: str | None) -> Outcome:
-        # Policy is decided on the GA (normalised) shape whatever the client speaks.
-        normal = tr.client_event_to_ga(event) if self.client_protocol == "beta" else event
-        session = normal.get("session")
-        if not isinstance(session, dict):
-            return self._to_upstream(frame, event)
-        allowed = self.policy.apply_to_update(session, event_id)
-        if allowed is session:
-            return self._to_upstream(frame, event)  # untouched: forward as the client sent it
-        out = tr.client_event_from_ga({**normal, "session": allowed}, self.upstream_protocol)
-        return Outcome(orjson.dumps(out[0]) if out else None)
+        return self._policed(frame, event, "session", self.policy.apply_to_update, event_id)
 
     def _response_create(
         self, frame: bytes, event: dict[str, Any], event_id: str | None
     ) -> Outcome:
         # A response may override session fields for itself: the locks hold there too.
+        return self._policed(frame, event, "response", self.policy.apply_to_response, event_id)
+
+    def _policed(
+        self,
+        frame: bytes,
+        event: dict[str, Any],
+        key: str,
+        check: Callable[[dict[str, Any], str | None], dict[str, Any]],
+        event_id: str | None,
+    ) -> Outcome:
+        """Apply the policy to ``event[key]``, decided on the GA (normalised) shape whatever the
+        client speaks; forward the client's own frame when the policy changed nothing."""
         normal = tr.client_event_to_ga(event) if self.client_protocol == "beta" else event
-        response = normal.get("response")
-        if not isinstance(response, dict):
+        body = normal.get(key)
+        if not isinstance(body, dict):
             return self._to_upstream(frame, event)
-        allowed = self.policy.apply_to_response(response, event_id)
-        if allowed is response:
-            return self._to_upstream(frame, event)  # untouched: forward as the client sent it
-        out = tr.client_event_from_ga({**normal, "response": allowed}, self.upstream_protocol)
+        allowed = check(body, event_id)
+        if allowed is body:
+            return self._to_upstream(frame, event)
+        out = tr.client_event_from_ga({**normal, key: allowed}, self.upstream_protocol)
         return Outcome(orjson.dumps(out[0]) if out else None)
 
     def _to_upstream(self, frame: bytes, event: dict[str, Any]) -> Outcome:
