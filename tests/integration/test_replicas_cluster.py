@@ -42,7 +42,7 @@ from tests.support.cluster import RedisClusterServer
 from tests.support.gateway import ADMIN_KEY, GatewayProcess
 from tests.support.nginx import NginxBalancer
 from tests.support.realtime import RealtimeClient, mint, realtime
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import free_port, stop_process, wait_for_port
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -100,15 +100,7 @@ class SimProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 

@@ -9,16 +9,14 @@ Nodes are stopped by pid. A missing ``redis-server`` or ``redis-cli`` fails loud
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.servers import free_port, require_binary, wait_for_port
+from tests.support.servers import free_port, require_binary, stop_process, wait_for_port
 
 
 class ClusterNode:
@@ -52,16 +50,7 @@ class ClusterNode:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 

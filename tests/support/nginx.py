@@ -11,15 +11,13 @@ robin is exact. Started in the foreground, stopped by pid. A missing nginx fails
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.support.servers import free_port, require_binary, wait_for_port
+from tests.support.servers import free_port, require_binary, stop_process, wait_for_port
 
 _CONF = """\
 worker_processes 1;
@@ -116,16 +114,8 @@ class NginxBalancer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)  # fast shutdown of master and workers
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            self.proc = None
+        stop_process(self.proc)  # SIGTERM: fast shutdown of master and workers
+        self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @contextlib.contextmanager
