@@ -184,6 +184,9 @@ class Settings(BaseSettings):
     # call). Changes reach other replicas at once over the control channel; this bounds how
     # long a lost message can keep a disabled tenant or a rotated key working. 0: no cache.
     tenant_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    # How stale a tenant's budget counters may be on one replica (the replica's own charges
+    # count at once; other replicas' within this time). 0: read Redis at every check.
+    quota_cache_seconds: float = Field(default=0.25, ge=0, le=10)
 
     # --- default tenant limits and policy ----------------------------------------------------
     default_models: list[str] = Field(default_factory=list)  # empty: any model

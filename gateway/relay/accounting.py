@@ -108,6 +108,7 @@ class SessionAccounting:
             cost_micros=micros,
             responses=1 if charge.response_id else 0,
         )
+        self.svc.store.quota.charged(booked)  # this replica's budget view counts it now
         task = asyncio.create_task(self._book(booked), name="charge")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

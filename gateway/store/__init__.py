@@ -108,7 +108,7 @@ async def open_store(settings: Settings, *, clock: Callable[[], float] = time.ti
         sessions=SessionStore(client, lease_ttl_s=settings.heartbeat_ttl_seconds, clock=clock),
         ledger=ledger,
         charges=ChargeBuffer(ledger),
-        quota=QuotaStore(client, clock=clock),
+        quota=QuotaStore(client, clock=clock, cache_seconds=settings.quota_cache_seconds),
         ratelimits=RateLimitStore(client, clock=clock),
         control=ControlChannel(client),
     )

@@ -88,6 +88,8 @@ async def test_redis_restart_mid_session_loses_no_usage(durable_redis: RedisServ
                 await eventually(minute, done[0]["response"]["usage"]["total_tokens"])
 
                 await asyncio.to_thread(durable_redis.stop)
+                # Past the replica's budget snapshot, which would still show figures.
+                await asyncio.sleep(settings.quota_cache_seconds)
                 # Redis is gone: the session goes on and its turns are answered (fail open; no
                 # figures can be shown) ...
                 turn = await text_turn(ws, "During the outage")

@@ -17,7 +17,9 @@ DAY0 = dt.datetime(2030, 1, 2, tzinfo=dt.UTC).timestamp()
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[Store]:
-    store = await open_store(Settings(redis_url=redis_url, hash_secret="p"))
+    # Charges here go straight to the ledger, as another replica's would: read them at once
+    # (the replica's budget snapshot has its own tests in test_quota_cache.py).
+    store = await open_store(Settings(redis_url=redis_url, hash_secret="p", quota_cache_seconds=0))
     yield store
     await store.close()
 
