@@ -266,10 +266,18 @@ class RelaySession:
     def _fast_upstream(self, frame: bytes) -> Outcome | None:
         outcome = self.core.upstream_frame(frame, self._now())
         self.hooks.relayed("upstream_to_client", outcome.kind, len(frame))
-        if outcome.effects or self._after_response or self._end is not None:
+        if self._after_response or self._end is not None:
             return outcome
+        effects = outcome.effects
+        # Effects that only update metrics (the first delta's latency, an error event seen)
+        # need no awaiting: they do not send the frame to the pump.
+        for effect in effects:
+            if not isinstance(effect, FirstDelta | UpstreamError):
+                return outcome
         if not self._send_now(outcome, self.client):
             return outcome
+        for effect in effects:
+            self.hooks.observe(effect)  # type: ignore[arg-type]  # narrowed just above
         return None
 
     def _send_now(self, outcome: Outcome, toward: Peer) -> bool:
