@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     # How stale a tenant's budget counters may be on one replica (the replica's own charges
     # count at once; other replicas' within this time). 0: read Redis at every check.
     quota_cache_seconds: float = Field(default=0.25, ge=0, le=10)
+    # The upstream's rate-limit figures are written to Redis at most this often per credential
+    # per replica (the latest win); 0 writes every one.
+    rate_limits_write_seconds: float = Field(default=0.1, ge=0, le=10)
 
     # --- default tenant limits and policy ----------------------------------------------------
     default_models: list[str] = Field(default_factory=list)  # empty: any model

@@ -28,6 +28,7 @@ from gateway.relay.accounting import record_budget
 from gateway.relay.registry import LiveSessions
 from gateway.relay.upstreams import UpstreamPool
 from gateway.store import ChargeBuffer, ControlCommand, Store, TenantRecord, open_store
+from gateway.store.ratelimits import LatestFigures
 from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.services")
@@ -47,6 +48,7 @@ class Services:
         self.demo_key: str | None = None
         self._store: Store | None = None
         self._upstreams: UpstreamPool | None = None
+        self._figures: LatestFigures | None = None
         self._sim: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._spawned: set[asyncio.Task[Any]] = set()
@@ -61,6 +63,11 @@ class Services:
     @property
     def charges(self) -> ChargeBuffer:
         return self.store.charges
+
+    @property
+    def rate_limit_figures(self) -> LatestFigures:
+        assert self._figures is not None, "services not started"
+        return self._figures
 
     @property
     def upstreams(self) -> UpstreamPool:
@@ -88,6 +95,12 @@ class Services:
             floor_fraction=self.settings.upstream_tokens_floor_fraction,
             clock=self.clock,
         )
+        self._figures = LatestFigures(
+            self.store.ratelimits,
+            interval=self.settings.rate_limits_write_seconds,
+            clock=self.clock,
+            on_error=lambda: self.metrics.redis_errors.labels("ratelimits_record").inc(),
+        )
         for tenant in self.settings.tenants:
             await self.store.tenants.ensure_bootstrap(tenant)
         if self.settings.demo:
@@ -106,6 +119,9 @@ class Services:
             self.sessions.end_all(Draining("This gateway replica is stopping. Reconnect."))
             await self.sessions.wait_empty(wait_s)
         await stop_tasks([*self._tasks, *self._spawned])
+        if self._figures is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._figures.flush(), flush_s)
         if self._store is not None:
             with contextlib.suppress(GatewayError):
                 await self._store.sessions.remove_replica(self.settings.replica_id)

@@ -180,9 +180,7 @@ class SessionAccounting:
         return status
 
     async def rate_limits_seen(self, entries: list[dict[str, object]]) -> bytes | None:
-        task = asyncio.create_task(self._record_rate_limits(entries), name="ratelimits")
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._record_rate_limits(entries)
         if self.adm.tenant.policy.rate_limits_passthrough:
             return None
         entries = tenant_rate_limits(await self._status())
@@ -190,7 +188,7 @@ class SessionAccounting:
         # (never the organisation's).
         return rate_limits_event(self.svc.event_id(), entries) if entries else None
 
-    async def _record_rate_limits(self, entries: list[dict[str, object]]) -> None:
+    def _record_rate_limits(self, entries: list[dict[str, object]]) -> None:
         target = self.adm.target
         for entry in entries:
             name, limit, remaining = entry.get("name"), entry.get("limit"), entry.get("remaining")
@@ -205,10 +203,8 @@ class SessionAccounting:
                     self.svc.metrics.upstream_ratelimit_remaining.labels(*labels).set(remaining)
                 if isinstance(limit, int | float):
                     self.svc.metrics.upstream_ratelimit_limit.labels(*labels).set(limit)
-        try:
-            await self.svc.store.ratelimits.record(credential_key(target), entries)
-        except GatewayError:
-            self.svc.metrics.redis_errors.labels("ratelimits_record").inc()
+        # Written for the other replicas' credential choice, coalesced per credential.
+        self.svc.rate_limit_figures.note(credential_key(target), entries)
 
 
 def record_budget(metrics: Metrics, tenant_label: str, status: QuotaStatus) -> None:

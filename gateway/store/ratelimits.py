@@ -8,6 +8,7 @@ caller's decision.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gateway.errors import GatewayError
 from gateway.store import keys
 from gateway.store.connection import RedisClient, translated
 
@@ -105,3 +107,67 @@ class RateLimitStore:
             entries = (RateLimitEntry(**json.loads(v)) for v in raw.values())
             out[credential] = {e.name: e for e in entries if e.reset_at > at}
         return out
+
+
+class LatestFigures:
+    """Writes each credential's rate-limit figures at most once per ``interval`` seconds; the
+    latest figures seen win.
+
+    Why: every turn of every session on a credential brings a ``rate_limits.updated``, and
+    each figure supersedes the one before it (``remaining`` is a snapshot, not an increment).
+    Writing each one cost a Redis round trip per turn per session; coalesced, a replica writes
+    each credential at most ``1 / interval`` times a second, whatever its session count. The
+    first figures after a quiet spell are written at once, so a credential found exhausted is
+    known to every replica within a loop iteration; later ones wait at most ``interval``.
+    """
+
+    def __init__(
+        self,
+        store: RateLimitStore,
+        *,
+        interval: float,
+        clock: Callable[[], float] = time.time,
+        on_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._interval = interval
+        self._clock = clock
+        self._on_error = on_error
+        self._latest: dict[str, tuple[list[Mapping[str, Any]], float]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._last_write: dict[str, float] = {}  # monotonic
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def note(self, credential: str, rate_limits: Sequence[Mapping[str, Any]]) -> None:
+        """Figures just seen for ``credential`` (written now or within ``interval``)."""
+        self._latest[credential] = (list(rate_limits), self._clock())
+        if credential in self._timers:
+            return  # a write is already due; it will take these figures
+        loop = asyncio.get_running_loop()
+        last = self._last_write.get(credential)
+        delay = 0.0 if last is None else max(0.0, last + self._interval - loop.time())
+        self._timers[credential] = loop.call_later(delay, self._write_now, credential)
+
+    def _write_now(self, credential: str) -> None:
+        del self._timers[credential]
+        rate_limits, seen_at = self._latest.pop(credential)
+        self._last_write[credential] = asyncio.get_running_loop().time()
+        task = asyncio.create_task(self._write(credential, rate_limits, seen_at))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(
+        self, credential: str, rate_limits: list[Mapping[str, Any]], seen_at: float
+    ) -> None:
+        try:
+            await self._store.record(credential, rate_limits, now=seen_at)
+        except GatewayError:
+            self._on_error()  # figures are a snapshot: the next ones replace these anyway
+
+    async def flush(self) -> None:
+        """Write every figure still waiting (at shutdown)."""
+        for credential in list(self._timers):
+            self._timers[credential].cancel()
+            self._write_now(credential)
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from gateway.config import Settings
 from gateway.store import Store, open_store
+from gateway.store.ratelimits import LatestFigures, RateLimitStore
 
 T0 = 1_900_000_000.0
 
@@ -84,3 +86,52 @@ async def test_the_key_expires_on_redis_at_the_reset(store: Store) -> None:
     await asyncio.sleep(0.3)
     assert not await store.client.exists("rgw:ratelimits:c")
     assert await store.ratelimits.read(["c"]) == {"c": {}}
+
+
+class CountingStore(RateLimitStore):
+    """The real store, counting its writes."""
+
+    def __init__(self, inner: RateLimitStore) -> None:
+        self.inner, self.writes = inner, 0
+
+    async def record(self, credential: str, rate_limits: Any, now: float | None = None) -> None:
+        self.writes += 1
+        await self.inner.record(credential, rate_limits, now=now)
+
+
+def _figures(remaining: int) -> list[dict[str, Any]]:
+    return [{"name": "tokens", "limit": 1000, "remaining": remaining, "reset_seconds": 30}]
+
+
+async def _remaining(store: Store, credential: str) -> int | None:
+    return (await store.ratelimits.read([credential]))[credential]["tokens"].remaining
+
+
+async def test_figures_are_written_at_once_then_coalesced_latest_wins(store: Store) -> None:
+    counting = CountingStore(store.ratelimits)
+    figures = LatestFigures(counting, interval=0.2)
+    figures.note("up/a", _figures(900))
+    await asyncio.sleep(0.02)  # the first after a quiet spell goes at once
+    assert counting.writes == 1
+    assert await _remaining(store, "up/a") == 900
+    for remaining in (800, 700, 600):  # a burst inside the interval: one write, the last
+        figures.note("up/a", _figures(remaining))
+    figures.note("up/b", _figures(50))  # another credential has its own interval
+    await asyncio.sleep(0.02)
+    assert counting.writes == 2
+    assert await _remaining(store, "up/a") == 900
+    assert await _remaining(store, "up/b") == 50
+    await asyncio.sleep(0.25)
+    assert counting.writes == 3
+    assert await _remaining(store, "up/a") == 600
+
+
+async def test_flush_writes_what_is_waiting(store: Store) -> None:
+    counting = CountingStore(store.ratelimits)
+    figures = LatestFigures(counting, interval=60)
+    figures.note("up/c", _figures(10))
+    await asyncio.sleep(0.02)
+    figures.note("up/c", _figures(5))  # due in a minute
+    await figures.flush()
+    assert counting.writes == 2
+    assert await _remaining(store, "up/c") == 5
