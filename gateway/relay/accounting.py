@@ -109,6 +109,7 @@ class SessionAccounting:
             responses=1 if charge.response_id else 0,
         )
         self.svc.store.quota.charged(booked)  # this replica's budget view counts it now
+        self._snapshot_status()  # and the budget gauges show it
         task = asyncio.create_task(self._book(booked), name="charge")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -179,11 +180,43 @@ class SessionAccounting:
         record_budget(self.svc.metrics, self.tenant_label, status)
         return status
 
+    # ---- the same, without waiting (the relay's synchronous fast path) -----------------
+
+    def _status_now(self) -> QuotaStatus | None:
+        """The budget from this replica's fresh snapshot, or None when only Redis can tell
+        (stale snapshot, or a charge of this session still being booked)."""
+        if self._pending:
+            return None
+        return self._snapshot_status()
+
+    def _snapshot_status(self) -> QuotaStatus | None:
+        tenant = self.adm.tenant
+        status = self.svc.store.quota.check_now(tenant.id, tenant.limits)
+        if status is not None:
+            record_budget(self.svc.metrics, self.tenant_label, status)
+        return status
+
+    def quota_allows_now(self) -> bool:
+        """True when the tenant may start a response, known without waiting. False means
+        "ask ``check_quota``": a refusal always takes the awaited path (metrics, message)."""
+        status = self._status_now()
+        return status is not None and status.allowed
+
+    def rate_limits_seen_now(self, entries: list[dict[str, object]]) -> bytes | None:
+        """``rate_limits_seen`` when ``quota_allows_now()`` has just said True."""
+        self._record_rate_limits(entries)
+        if self.adm.tenant.policy.rate_limits_passthrough:
+            return None
+        return self._figures_event(self._status_now())
+
     async def rate_limits_seen(self, entries: list[dict[str, object]]) -> bytes | None:
         self._record_rate_limits(entries)
         if self.adm.tenant.policy.rate_limits_passthrough:
             return None
-        entries = tenant_rate_limits(await self._status())
+        return self._figures_event(await self._status())
+
+    def _figures_event(self, status: QuotaStatus | None) -> bytes | None:
+        entries = tenant_rate_limits(status)
         # A tenant without limits has no figures to show: it gets no rate_limits.updated at all
         # (never the organisation's).
         return rate_limits_event(self.svc.event_id(), entries) if entries else None

@@ -65,6 +65,14 @@ class SessionHooks(Protocol):
 
     def observe(self, effect: FirstDelta | UpstreamError) -> None: ...
 
+    def quota_allows_now(self) -> bool:
+        """True when a response may start, known without waiting (else: ``check_quota``)."""
+        ...
+
+    def rate_limits_seen_now(self, entries: list[dict[str, object]]) -> bytes | None:
+        """``rate_limits_seen`` without waiting; only right after ``quota_allows_now()``."""
+        ...
+
     def relayed(self, direction: str, kind: str | bytes, size: int) -> None: ...
 
 
@@ -257,8 +265,10 @@ class RelaySession:
     def _fast_client(self, frame: bytes) -> Outcome | None:
         outcome = self.core.client_frame(frame, self._now())
         self.hooks.relayed("client_to_upstream", outcome.kind, len(frame))
-        if outcome.needs_quota or self._end is not None:
+        if self._end is not None:
             return outcome
+        if outcome.needs_quota and (self._after_response or not self.hooks.quota_allows_now()):
+            return outcome  # the pump answers: a refusal, a drain, or a budget to read
         if not self._send_now(outcome, self.upstream):
             return outcome
         return None
@@ -268,17 +278,32 @@ class RelaySession:
         self.hooks.relayed("upstream_to_client", outcome.kind, len(frame))
         if self._after_response or self._end is not None:
             return outcome
-        effects = outcome.effects
-        # Effects that only update metrics (the first delta's latency, an error event seen)
-        # need no awaiting: they do not send the frame to the pump.
-        for effect in effects:
-            if not isinstance(effect, FirstDelta | UpstreamError):
-                return outcome
-        if not self._send_now(outcome, self.client):
+        if outcome.effects and not self._effects_now(outcome):
             return outcome
-        for effect in effects:
-            self.hooks.observe(effect)  # type: ignore[arg-type]  # narrowed just above
+        if not self._send_now(outcome, self.client):
+            return outcome  # its effects are done: the pump only sends it
         return None
+
+    def _effects_now(self, outcome: Outcome) -> bool:
+        """Carry out the outcome's effects here if none needs awaiting, and clear them; else
+        do nothing and say False. A charge is always awaited (booked before response.done
+        goes on); a budget answer only when this replica's snapshot cannot give it."""
+        hooks = self.hooks
+        for effect in outcome.effects:
+            if isinstance(effect, Charge):
+                return False
+            if isinstance(effect, AutoResponse | RateLimitsSeen) and not hooks.quota_allows_now():
+                return False
+        for effect in outcome.effects:
+            if isinstance(effect, RateLimitsSeen):
+                shown = hooks.rate_limits_seen_now(effect.entries)
+                if shown is not None:
+                    outcome.to_client.append(shown)
+            elif isinstance(effect, FirstDelta | UpstreamError):
+                hooks.observe(effect)
+            # AutoResponse: the budget allows it, nothing to do.
+        outcome.effects = []
+        return True
 
     def _send_now(self, outcome: Outcome, toward: Peer) -> bool:
         """Send everything of ``outcome`` synchronously if every peer it touches is writable."""

@@ -195,15 +195,39 @@ class QuotaStore:
             responses_day=int(responses or 0),
         )
 
+    def check_now(
+        self, tenant_id: str, limits: TenantLimits, now: float | None = None
+    ) -> QuotaStatus | None:
+        """The decision without a round trip, when the snapshot is fresh; else None."""
+        at = self._clock() if now is None else now
+        if _unlimited(limits):
+            return _ALLOWED
+        snap = self._snapshots.get(tenant_id)
+        if (
+            snap is None
+            or self._monotonic() - snap.read_at >= self._cache_seconds
+            or snap.window != window_start(at)
+            or snap.day != utc_day(at)
+        ):
+            return None
+        return decide(limits, snap.usage, at)
+
     async def check(
         self, tenant_id: str, limits: TenantLimits, now: float | None = None
     ) -> QuotaStatus:
         at = self._clock() if now is None else now
-        if (
-            limits.tokens_per_minute is None
-            and limits.tokens_per_day is None
-            and limits.audio_seconds_per_day is None
-            and limits.requests_per_day is None
-        ):
-            return QuotaStatus(allowed=True, retry_after_s=None, items=())
+        if _unlimited(limits):
+            return _ALLOWED
         return decide(limits, await self.usage(tenant_id, at), at)
+
+
+_ALLOWED = QuotaStatus(allowed=True, retry_after_s=None, items=())
+
+
+def _unlimited(limits: TenantLimits) -> bool:
+    return (
+        limits.tokens_per_minute is None
+        and limits.tokens_per_day is None
+        and limits.audio_seconds_per_day is None
+        and limits.requests_per_day is None
+    )

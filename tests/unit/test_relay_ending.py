@@ -70,6 +70,12 @@ class Hooks:
     def observe(self, effect: FirstDelta | UpstreamError) -> None:
         pass
 
+    def quota_allows_now(self) -> bool:
+        return False  # always the awaited path, which these tests exercise
+
+    def rate_limits_seen_now(self, entries: list[dict[str, object]]) -> bytes | None:
+        return None
+
     def relayed(self, direction: str, kind: str | bytes, size: int) -> None:
         pass
 
