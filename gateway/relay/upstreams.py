@@ -43,12 +43,18 @@ class UpstreamPool:
     def targets(self) -> list[UpstreamTarget]:
         return list(self._targets)
 
-    async def choose(self, model: str) -> UpstreamTarget:
+    def candidates(self, model: str) -> list[UpstreamTarget]:
+        """The targets that serve ``model``; NoUpstream when none does (no I/O: admission
+        asks this before it takes anything)."""
         candidates = [
             t for t in self._targets if not t.upstream.models or model in t.upstream.models
         ]
         if not candidates:
             raise NoUpstream(f"No upstream is configured for the model '{model}'.")
+        return candidates
+
+    async def choose(self, model: str) -> UpstreamTarget:
+        candidates = self.candidates(model)
         if len(candidates) == 1 and self._floor <= 0:
             return candidates[0]
         now = self._clock()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.store import keys
 from gateway.store.connection import (
@@ -34,22 +35,33 @@ from gateway.store.connection import (
 LIVE_RECORD_TTL_S = 7 * 86400  # a record whose replica died before ending it goes away at last
 DEFAULT_RETENTION_S = 86400  # how long an ended session stays readable
 
+# A Lua function (after the `now` prologue): take a slot in the lease set `key` for `session`
+# unless `limit` (-1: none) are live. Returns granted (0|1) and the live count, including this
+# session when granted. Shared with the token redeem that takes a lease (tokens.py).
+LUA_ACQUIRE_LEASE = """
+local function acquire_lease(key, session, limit, ttl)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local count = redis.call('ZCARD', key)
+  if not redis.call('ZSCORE', key, session) then
+    if limit >= 0 and count >= limit then return 0, count end
+    count = count + 1
+  end
+  -- GT: re-acquiring never shortens a lease; the key lives as long as its longest lease.
+  redis.call('ZADD', key, 'GT', now + ttl, session)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  return 1, count
+end
+"""
+
 # KEYS[1] leases; ARGV[1] session, ARGV[2] limit (-1: none), ARGV[3] ttl ms.
 # Returns {granted 0|1, live count including this session when granted}.
-_ACQUIRE = with_now("""
-local ttl = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local count = redis.call('ZCARD', KEYS[1])
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  local limit = tonumber(ARGV[2])
-  if limit >= 0 and count >= limit then return {0, count} end
-  count = count + 1
-end
--- GT: re-acquiring never shortens a lease; the key lives as long as its longest lease.
-redis.call('ZADD', KEYS[1], 'GT', now + ttl, ARGV[1])
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return {1, count}
-""")
+ACQUIRE = with_now(
+    LUA_ACQUIRE_LEASE
+    + """
+local granted, count = acquire_lease(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {granted, count}
+"""
+)
 
 # KEYS[1] leases; ARGV[1] ttl ms, ARGV[2..] sessions. Extends the leases still present and
 # returns the sessions whose lease is gone. A member that expired but was not yet dropped is
@@ -71,6 +83,15 @@ end
 if kept > 0 and redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return lost
 """)
+
+# KEYS[1] a session record, KEYS[2] the pointer to its tenant; ARGV[1] ttl s, ARGV[2] tenant,
+# then field/value pairs.
+_START = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1])
+return 1
+"""
 
 # KEYS[1] a zset of expiries. Drops expired members; returns the live ones.
 _LIVE = with_now("""
@@ -166,11 +187,15 @@ class SessionStore:
         self._lease_ttl_ms = int(lease_ttl_s * 1000)
         self._retention_s = int(retention_s)
         self._clock = clock
-        self._acquire = client.register_script(_ACQUIRE)
+        self._acquire = client.register_script(ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._live = client.register_script(_LIVE)
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._hset_if_exists = client.register_script(LUA_HSET_IF_EXISTS)
+        self._start = client.register_script(_START)
+        # A Redis Cluster refuses a script whose keys live in two slots (the pointer is not
+        # tagged by tenant: it is how a session is found without knowing its tenant).
+        self._cluster = isinstance(client, RedisCluster)
 
     # --- leases --------------------------------------------------------------------------
 
@@ -236,16 +261,27 @@ class SessionStore:
 
     @translated
     async def start(self, record: SessionRecord) -> None:
-        """Write the record of a session that holds its lease (the lease admits, not this)."""
-        fields = record.model_dump(exclude_none=True)
-        items = _encode({k: v for k, v in fields.items() if k not in _IMMUTABLE})
-        items += ["session_id", keys.check_session_id(record.session_id)]
-        items += ["tenant_id", record.tenant_id]
+        """Write the record of a session that holds its lease (the lease admits, not this).
+
+        Runs for every session opened: one script call, and the fields encoded from the
+        (already validated) record without validating each one again.
+        """
+        items = [
+            part
+            for name, value in record.model_dump(exclude_none=True).items()
+            for part in (name, _encode_value(value))
+        ]
         key = keys.session(record.tenant_id, record.session_id)
+        pointer = keys.session_pointer(record.session_id)
+        if not self._cluster:
+            await self._start(
+                keys=[key, pointer], args=[LIVE_RECORD_TTL_S, record.tenant_id, *items]
+            )
+            return
         pipe = self._r.pipeline(transaction=False)
         pipe.hset(key, items=items)
         pipe.expire(key, LIVE_RECORD_TTL_S)
-        pipe.set(keys.session_pointer(record.session_id), record.tenant_id, ex=LIVE_RECORD_TTL_S)
+        pipe.set(pointer, record.tenant_id, ex=LIVE_RECORD_TTL_S)
         await pipe.execute()
 
     @translated

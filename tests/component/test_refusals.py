@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection, serve
 
+from gateway.errors import TokenAlreadyUsed
 from gateway.sim import SimConfig, SimServer
 from gateway.store import keys
 from gateway.store.hashing import SecretHasher
@@ -313,6 +314,44 @@ async def test_concurrency_limit_is_429_with_retry_after(gateway: GatewayHandle)
         await wait_for(no_live_session, timeout=3)
     async with session(ws_url(gateway), additional_headers=bearer(key)) as ws:
         await until(ws, "session.created")
+
+
+async def test_refusals_after_the_lease_keep_the_client_secret(gateway: GatewayHandle) -> None:
+    """The lease and the token's use are taken in one step, alongside the budget check: a
+    refusal for either gives the use back (and the slot), so the same secret works later."""
+    assert gateway.services is not None
+    store = gateway.services.store
+    _, key = await gateway.create_tenant(name="acme", limits={"max_concurrent_sessions": 1})
+    secret = await mint(gateway, key)
+    async with session(ws_url(gateway), additional_headers=bearer(key)) as ws:
+        await until(ws, "session.created")
+        for _ in range(2):  # full: refused before anything is consumed
+            refused = await refusal(ws_url(gateway), additional_headers=bearer(secret))
+            assert getattr(refused, "status", None) == 429
+        assert (await store.tokens.peek(secret)).uses_left == 1
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+
+        async def no_live_session() -> bool:
+            listed = await http.get("/v1/sessions", headers=bearer(key))
+            return listed.json()["data"] == []
+
+        await wait_for(no_live_session, timeout=3)
+    async with session(ws_url(gateway), additional_headers=bearer(secret)) as ws:
+        await until(ws, "session.created")
+        with pytest.raises(TokenAlreadyUsed):  # used now that a session has it
+            await store.tokens.peek(secret)
+    refused = await refusal(ws_url(gateway), additional_headers=bearer(secret))
+    assert getattr(refused, "status", None) == 401
+
+    # Over budget (a day's budget of 0 tokens): the lease and the use taken alongside the
+    # budget check are given back before the 429.
+    broke_id, broke_key = await gateway.create_tenant(name="broke", limits={"tokens_per_day": 0})
+    secret = await mint(gateway, broke_key)
+    refused = await refusal(ws_url(gateway), additional_headers=bearer(secret))
+    assert getattr(refused, "status", None) == 429
+    assert "over its budget" in str(getattr(refused, "body", ""))
+    assert (await store.tokens.peek(secret)).uses_left == 1
+    assert await store.sessions.live_count(broke_id) == 0
 
 
 async def test_draining_is_503(gateway: GatewayHandle) -> None:

@@ -97,6 +97,35 @@ async def test_one_session_end_to_end(store: Store) -> None:
         assert command.tenant_id == tid
 
 
+async def test_redeem_with_lease_is_both_or_neither(store: Store) -> None:
+    """One script on Redis and the embedded store; two calls on a cluster (the token's key and
+    the lease set are in different slots): the same outcomes either way."""
+    tokens, sessions = store.tokens, store.sessions
+    first, _ = await tokens.mint("acme", {"model": "gpt-realtime"})
+    grant = await tokens.redeem_with_lease(first, "acme", "s1", 1, ttl_s=10)
+    assert (grant.granted, grant.live) == (True, 1)
+    with pytest.raises(TokenAlreadyUsed):
+        await tokens.peek(first)
+    # No slot: nothing consumed.
+    second, _ = await tokens.mint("acme", {"model": "gpt-realtime"})
+    grant = await tokens.redeem_with_lease(second, "acme", "s2", 1, ttl_s=10)
+    assert (grant.granted, grant.live) == (False, 1)
+    assert (await tokens.peek(second)).uses_left == 1
+    # A used token: no lease taken.
+    with pytest.raises(TokenAlreadyUsed):
+        await tokens.redeem_with_lease(first, "acme", "s3", None, ttl_s=10)
+    assert await sessions.live_count("acme") == 1
+    await sessions.release_lease("acme", "s1")
+    grant = await tokens.redeem_with_lease(second, "acme", "s2", 1, ttl_s=10)
+    assert grant.granted
+    # The record, written in one call where the backend allows it, reads back whole.
+    record = SessionRecord(
+        session_id="s2", tenant_id="acme", replica_id="r1", model="m", started_at=time.time()
+    )
+    await sessions.start(record)
+    assert await sessions.find("s2") == record
+
+
 async def test_unreachable_redis_is_store_unavailable() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     store = await open_store(Settings(redis_url=url, hash_secret="p", redis_timeout_seconds=0.3))
