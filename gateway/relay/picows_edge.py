@@ -9,7 +9,9 @@ admin API and the metrics stay on the ASGI app; only the hot path leaves it. Mea
 machine, uvicorn + Starlette relay about 13k messages/s and picows about 44k.
 
 picows validates the upgrade itself (version, key, accept hash) when the request is replayed
-into it, so a malformed upgrade still gets its standard answer.
+into it, so a malformed upgrade still gets its standard answer. Only the request line and the
+headers that validation reads are replayed: picows keeps the parsed request for the whole
+session, and the rest (the client's credential, cookies, user agent) is of no use to it.
 """
 
 from __future__ import annotations
@@ -21,19 +23,14 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
-from picows import (
-    WSAutoPingStrategy,
-    WSUpgradeRequest,
-    WSUpgradeResponse,
-    WSUpgradeResponseWithListener,
-)
-from picows import picows as picows_core
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from gateway.errors import GatewayError, InternalError, NotFound
-from gateway.protocol.handshake import Handshake, parse_handshake, split_subprotocols
-from gateway.relay.admission import admit
+from gateway.protocol.handshake import parse_handshake, split_subprotocols
+from gateway.relay.admission import Admission, admit
 from gateway.relay.lifecycle import run_session
 from gateway.relay.picows_peer import PicowsPeer
+from gateway.relay.picows_protocol import BoundedReadProtocol
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -42,7 +39,20 @@ log = logging.getLogger("gateway.edge")
 
 REALTIME_PATHS = frozenset({"/v1/realtime", "/openai/realtime", "/openai/v1/realtime"})
 _MAX_REQUEST = 64 * 1024
-_picows_log = logging.getLogger("picows.gateway")
+# A client sends 100 ms appends of 6.4 KiB; picows's buffer of 8 KiB takes one in one read
+# (larger frames grow it, for that connection only).
+CLIENT_READ_BUFFER = 8 * 1024 + 256
+# What picows's upgrade validation reads; every other header is left out of the replay.
+_REPLAYED = frozenset(
+    {
+        b"upgrade",
+        b"connection",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"content-length",
+        b"transfer-encoding",
+    }
+)
 
 
 def parse_request(raw: bytes) -> tuple[str, dict[str, str], dict[str, str], list[str]]:
@@ -66,6 +76,32 @@ def parse_request(raw: bytes) -> tuple[str, dict[str, str], dict[str, str], list
     return url.path, headers, query, split_subprotocols(protocols)
 
 
+def replay_request(raw: bytes) -> bytes:
+    """The upgrade as picows is shown it: the request line without its query, the headers its
+    validation reads, and whatever the client sent after the request.
+
+    ``Connection`` is given as ``Upgrade`` when the client's list holds that token (Firefox
+    sends ``keep-alive, Upgrade``): uvicorn already required the token to hand the socket
+    over, and picows only accepts the bare value.
+    """
+    head, _, tail = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) == 3:
+        parts[1] = parts[1].split(b"?", 1)[0]
+    kept = [b" ".join(parts)]
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        key = name.strip().lower()
+        if not sep or key not in _REPLAYED:
+            continue
+        if key == b"connection":
+            tokens = {token.strip().lower() for token in value.split(b",")}
+            line = b"Connection: Upgrade" if b"upgrade" in tokens else line
+        kept.append(line)
+    return b"\r\n".join(kept) + b"\r\n\r\n" + tail
+
+
 def http_refusal(error: GatewayError) -> bytes:
     body = orjson.dumps(error.http_body())
     status = error.http_status
@@ -83,6 +119,8 @@ def realtime_edge(services: Services) -> type[asyncio.Protocol]:
     """The uvicorn ``ws`` protocol class bound to this gateway's services."""
 
     class RealtimeEdge(asyncio.Protocol):
+        __slots__ = ("_buffer", "_task", "_transport")  # one per session, for its whole life
+
         def __init__(self, config: Any = None, server_state: Any = None, **_: Any) -> None:
             self._buffer = bytearray()
             self._transport: asyncio.Transport | None = None
@@ -105,23 +143,30 @@ def realtime_edge(services: Services) -> type[asyncio.Protocol]:
         async def _handle(self) -> None:
             transport = self._transport
             assert transport is not None
+            admitted = await self._admit(transport)
+            if admitted is None:
+                return
+            admission, reply_subprotocol = admitted
+            peer = PicowsPeer(max_message=services.settings.max_frame_bytes)
+            self._attach(transport, reply_subprotocol, admission.session_id, peer)
+            # This coroutine lives as long as the session: it keeps nothing of the handshake.
+            await run_session(services, admission, peer)
+
+        async def _admit(self, transport: asyncio.Transport) -> tuple[Admission, str | None] | None:
+            """The admission and the subprotocol to answer, or None once refused."""
             path, headers, query, protocols = parse_request(bytes(self._buffer))
             if path not in REALTIME_PATHS:
                 self._refuse(transport, NotFound("Unknown route."))
-                return
+                return None
             hs = parse_handshake(headers, query, protocols)
             try:
-                admission = await admit(services, hs)
+                return await admit(services, hs), hs.reply_subprotocol
             except GatewayError as err:
                 self._refuse(transport, err)
-                return
             except Exception:
                 log.exception("admission failed")
                 self._refuse(transport, InternalError("The gateway had an internal error."))
-                return
-            peer = PicowsPeer(max_message=services.settings.max_frame_bytes)
-            self._attach(transport, hs, admission.session_id, peer)
-            await run_session(services, admission, peer)
+            return None
 
         def _refuse(self, transport: asyncio.Transport, err: GatewayError) -> None:
             services.metrics.refused_upgrades.labels(err.code).inc()
@@ -131,23 +176,31 @@ def realtime_edge(services: Services) -> type[asyncio.Protocol]:
                 transport.close()
 
         def _attach(
-            self, transport: asyncio.Transport, hs: Handshake, session_id: str, peer: PicowsPeer
+            self,
+            transport: asyncio.Transport,
+            reply_subprotocol: str | None,
+            session_id: str,
+            peer: PicowsPeer,
         ) -> None:
             """Give the socket to picows, which answers 101 and runs the frames from here."""
             extra = {"x-gateway-session-id": session_id}
-            if hs.reply_subprotocol is not None:
-                extra["Sec-WebSocket-Protocol"] = hs.reply_subprotocol
+            if reply_subprotocol is not None:
+                extra["Sec-WebSocket-Protocol"] = reply_subprotocol
 
             def accept(request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
                 response = WSUpgradeResponse.create_101_response(extra_headers=extra)
                 return WSUpgradeResponseWithListener(response, peer)
 
-            settings = services.settings
-            protocol = picows_core.WSProtocol(  # type: ignore[attr-defined]  # not in the stubs
-                None, None, False, accept, _picows_log, True, 5.0,
-                True, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,
-                settings.max_frame_bytes, None, 16384,
-            )  # fmt: skip
+            protocol = BoundedReadProtocol(
+                host_port=None,
+                path=None,
+                client_side=False,
+                listener_factory=accept,
+                max_frame_bytes=services.settings.max_frame_bytes,
+                extra_headers=None,
+                read_buffer=CLIENT_READ_BUFFER,
+                handshake_timeout=5.0,
+            )
             if transport.is_closing():
                 # The client left during admission: the session starts and ends at once
                 # (its record, lease and metrics are closed the usual way).
@@ -155,8 +208,9 @@ def realtime_edge(services: Services) -> type[asyncio.Protocol]:
                 return
             transport.set_protocol(protocol)
             protocol.connection_made(transport)
-            request = memoryview(bytes(self._buffer))
-            while request:  # replay what uvicorn read, in the chunks picows asks for
+            request = memoryview(replay_request(bytes(self._buffer)))
+            self._buffer = bytearray()
+            while request:  # replay the request in the chunks picows asks for
                 buffer = memoryview(protocol.get_buffer(len(request)))
                 size = min(len(buffer), len(request))
                 buffer[:size] = request[:size]
