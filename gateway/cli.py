@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -36,14 +35,6 @@ class _DrainingServer(uvicorn.Server):
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        # What exists now (modules, the app, the services: about 100k objects) lives as long as
-        # the process: keep it out of the collector's passes. A full pass over it took 20 ms,
-        # a stall every frame in flight would wait on.
-        gc.collect()
-        gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         loop = self._loop

@@ -56,6 +56,8 @@ class Options:
     mint_seconds: float
     mint_connections: int
     mint_target_rate: float
+    only_mint: bool
+    mint_profile: Path | None
     locust_users: int
     locust_seconds: int
     out_md: Path
@@ -252,27 +254,58 @@ def mint_runs(bench: Bench) -> None:
         with targets.running(gateway):
             key = targets.create_tenant(gateway.port)
             before = procstats.cpu_seconds([gateway.pid])
-            results = uvloop.run(_mint_all(o, gateway.port, key))
+            results = uvloop.run(_mint_all(o, gateway.pid, gateway.port, key))
             total = procstats.cpu_seconds([gateway.pid]) - before
-    minted = sum(r.ok for r in results)
-    for result in results:
+    minted = sum(r.ok for r, _ in results)
+    for result, cpu_s in results:
         row = asdict(result)
         row["gateway_cpu_us_per_mint_avg"] = round(total / minted * 1e6, 1) if minted else None
+        row["gateway_cpu_us_per_mint"] = round(cpu_s / result.ok * 1e6, 1) if result.ok else None
         bench.mint.append(row)
-        print(f"mint {result.mode:6}: {result.per_second}/s p99 {result.p99_ms} ms", flush=True)
+        print(
+            f"mint {result.mode:6} {result.offered_per_second or '':>6}: {result.per_second}/s"
+            f" p50 {result.p50_ms} p99 {result.p99_ms} ms"
+            f" cpu {row['gateway_cpu_us_per_mint']} us/mint failed {result.failed}",
+            flush=True,
+        )
 
 
-async def _mint_all(o: Options, port: int, key: str) -> list[mintbench.MintResult]:
+async def _mint_all(
+    o: Options, pid: int, port: int, key: str
+) -> list[tuple[mintbench.MintResult, float]]:
+    """Closed loop, open loop at the target rate, open loop at half the closed-loop rate; each
+    with the gateway CPU seconds it cost."""
     body = workload.mint_body()
-    closed = await mintbench.closed_loop(
-        "127.0.0.1", port, key, body, o.mint_connections, o.mint_seconds
-    )
-    at_target = await mintbench.open_loop(
-        "127.0.0.1", port, key, body, o.mint_target_rate, o.mint_seconds
-    )
+    host = "127.0.0.1"
+    before = procstats.cpu_seconds([pid])
+    with _profiled(o.mint_profile, pid, o.mint_seconds):
+        closed = await mintbench.closed_loop(
+            host, port, key, body, o.mint_connections, o.mint_seconds
+        )
+    out = [(closed, procstats.cpu_seconds([pid]) - before)]
     half = max(50.0, round(closed.per_second / 2))
-    at_half = await mintbench.open_loop("127.0.0.1", port, key, body, half, o.mint_seconds)
-    return [closed, at_target, at_half]
+    for rate in (o.mint_target_rate, half):
+        before = procstats.cpu_seconds([pid])
+        result = await mintbench.open_loop(host, port, key, body, rate, o.mint_seconds)
+        out.append((result, procstats.cpu_seconds([pid]) - before))
+    return out
+
+
+@contextlib.contextmanager
+def _profiled(out: Path | None, pid: int, seconds: float) -> Iterator[None]:
+    """py-spy on the gateway during the closed loop (``--mint-profile``): raw stacks, ready
+    for a flame graph or a grep."""
+    if out is None:
+        yield
+        return
+    spy = Path(sys.executable).with_name("py-spy")
+    argv = [str(spy), "record", "-p", str(pid), "-f", "raw", "-o", str(out)]
+    argv += ["-d", str(max(1, int(seconds))), "--nonblocking"]
+    proc = subprocess.Popen(targets.pinned(LOAD_CPU, argv), stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.wait(timeout=seconds + 30)
 
 
 def record_script(bench: Bench) -> None:
@@ -302,6 +335,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--mint-seconds", type=float, default=5.0)
     p.add_argument("--mint-connections", type=int, default=64)
     p.add_argument("--mint-target-rate", type=float, default=3000.0)
+    p.add_argument(
+        "--only-mint",
+        action="store_true",
+        help="only the minting runs; print them as JSON (reports only with --raw-json)",
+    )
+    p.add_argument("--mint-profile", type=Path, help="py-spy raw stacks of the closed loop here")
     p.add_argument("--locust-users", type=int, default=50, help="0: no Locust run")
     p.add_argument("--locust-seconds", type=int, default=60)
     p.add_argument("--out-md", type=Path, default=targets.REPO / "BENCHMARKS.md")
@@ -344,6 +383,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         mint_seconds=1.5 if quick else a.mint_seconds,
         mint_connections=a.mint_connections,
         mint_target_rate=a.mint_target_rate,
+        only_mint=a.only_mint,
+        mint_profile=a.mint_profile,
         locust_users=0 if quick else a.locust_users,
         locust_seconds=a.locust_seconds,
         out_md=a.out_md,
@@ -410,6 +451,8 @@ def run_benchmark(options: Options) -> int:
     if options.gateway_ref:
         bench.gateway_code = targets.export_ref(options.gateway_ref, workdir / "gateway-code")
     started = time.monotonic()
+    if options.only_mint:
+        return run_mint_only(options, bench, started)
     try:
         if options.upstream == "replay":
             record_script(bench)
@@ -444,6 +487,25 @@ def run_benchmark(options: Options) -> int:
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if bench.failed else 0
+
+
+def run_mint_only(options: Options, bench: Bench, started: float) -> int:
+    """``--only-mint``: the minting runs alone, as JSON on stdout; BENCHMARKS.md (which needs
+    the relay runs) is left alone."""
+    try:
+        wait_for_quiet(options)
+        mint_runs(bench)
+    except BaseException:
+        print(f"failed; logs are kept in {bench.workdir}", file=sys.stderr, flush=True)
+        raise
+    print(json.dumps(bench.mint, indent=2), flush=True)
+    if options.raw_json is not None:
+        meta = report.meta(options, started)
+        results = {"meta": meta, "runs": [], "failed": [], "mint": bench.mint, "locust": None}
+        options.raw_json.write_text(json.dumps(results, indent=2) + "\n")
+    if not options.keep_workdir:
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ OpenAI fields: ``max_uses`` (default 1) and ``allowed_origins``.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -63,6 +62,16 @@ class MintRequest:
     def model(self) -> str | None:
         model = self.session.get("model")
         return model if isinstance(model, str) else None
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of parsed JSON (objects, arrays, scalars); several times faster than
+    ``copy.deepcopy``, which minting otherwise pays on every request."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
 
 
 def _require_object(value: object, param: str) -> dict[str, Any]:
@@ -141,7 +150,7 @@ def parse_ga_request(body: object, policy: MintPolicy) -> MintRequest:
     _check_fields(request, frozenset({"expires_after", "session"}) | _EXTENSIONS, "")
     ttl = _ttl(request.get("expires_after"), "expires_after", policy)
     session_in = request.get("session")
-    session = copy.deepcopy(_require_object(session_in, "session")) if session_in else {}
+    session = _copy(_require_object(session_in, "session")) if session_in else {}
     if session_in is not None and "type" not in session:
         raise MissingParameter("Missing required parameter: 'session.type'.", param="session.type")
     session.setdefault("type", "realtime")
@@ -160,7 +169,7 @@ def parse_ga_request(body: object, policy: MintPolicy) -> MintRequest:
 
 def parse_beta_request(body: object, policy: MintPolicy) -> MintRequest:
     """Validate a ``POST /v1/realtime/sessions`` body (a flat beta session)."""
-    request = copy.deepcopy(_require_object(body, "body"))
+    request = _copy(_require_object(body, "body"))
     secret = request.pop("client_secret", None)
     expires_after = (
         _require_object(secret, "client_secret").get("expires_after") if secret else None
@@ -233,7 +242,7 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _copy(value)
     return out
 
 

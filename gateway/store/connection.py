@@ -10,17 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import urlparse
 
+import hiredis
 import redis.exceptions as rex
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
+from redis.driver_info import DriverInfo
 
 from gateway.config import Settings
 from gateway.errors import InternalError, StoreUnavailable
@@ -81,6 +92,71 @@ def translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any,
     return wrapper
 
 
+# Computed once: left to redis-py, every new pool connection builds its own, and that reads the
+# installed package's metadata (importlib.metadata.version, milliseconds each), so a burst
+# that grows the pool stalls the event loop for tens of milliseconds.
+_DRIVER_INFO = DriverInfo()
+
+
+class _LeanConnection(AbstractConnection):
+    """A redis-py asyncio connection with two costs of its hot path taken out.
+
+    * Commands are packed by hiredis in C, as redis-py's sync connections already do; its
+      asyncio ones pack in Python, argument by argument (a token mint has 18).
+    * A command is written without ``asyncio.wait_for``, which in Python 3.11 wraps the write
+      in a new task (two loop turns and a timer per command). The write itself never waits:
+      the transport buffers it. Only a full buffer makes ``drain`` wait, and only that wait
+      needs the socket timeout, so only then is the stock path (timeout, error translation,
+      disconnect) taken, with nothing left to write.
+    """
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        writer = self._writer
+        if (
+            writer is None
+            or self.health_check_interval
+            or not isinstance(command, list)
+            or writer.transport.is_closing()
+        ):
+            await super().send_packed_command(command, check_health)
+            return
+        transport = writer.transport
+        writer.writelines(command)
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+            await super().send_packed_command([], check_health=False)
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            pass
+        # hiredis takes no bytearray; anything else it refuses, redis-py refuses too.
+        args = tuple(bytes(a) if isinstance(a, bytearray) else a for a in args)
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:
+            raise rex.DataError(str(exc)) from exc
+
+
+_LEAN: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def _lean_connections(pool: ConnectionPool) -> None:
+    """Make the pool's future connections lean (``_LeanConnection``) whatever class the URL
+    chose: TCP, TLS, Unix socket or Sentinel-managed."""
+    cls = pool.connection_class
+    if not issubclass(cls, _LeanConnection):
+        if cls not in _LEAN:
+            _LEAN[cls] = type(f"Lean{cls.__name__}", (_LeanConnection, cls), {})
+        pool.connection_class = _LEAN[cls]
+
+
 def make_client(settings: Settings) -> RedisClient:
     if settings.redis_url is None:
         import fakeredis
@@ -95,6 +171,7 @@ def make_client(settings: Settings) -> RedisClient:
         # redis-py's default retries back off up to seconds; a gateway must answer (or buffer)
         # within its own timeout, so retry twice, quickly, and then report the store as down.
         "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        "driver_info": _DRIVER_INFO,
     }
     urls = [u.strip() for u in settings.redis_url.get_secret_value().split(",") if u.strip()]
     urls = [u if "://" in u else f"redis://{u}" for u in urls]
@@ -108,11 +185,13 @@ def make_client(settings: Settings) -> RedisClient:
         )
         # The master is looked up through the sentinels on every (re)connect, so a failover is
         # followed without a restart.
-        master: RedisClient = sentinel.master_for(
+        master: Redis = sentinel.master_for(
             settings.redis_sentinel_master,
             decode_responses=True,
             retry=options["retry"],
+            driver_info=_DRIVER_INFO,
         )
+        _lean_connections(master.connection_pool)
         return master
     if settings.redis_cluster:
         nodes = [_node(u) for u in urls[1:]]
@@ -125,6 +204,7 @@ def make_client(settings: Settings) -> RedisClient:
     pool = BlockingConnectionPool.from_url(
         urls[0], max_connections=MAX_CONNECTIONS, timeout=timeout, **options
     )
+    _lean_connections(pool)
     client = Redis(connection_pool=pool, retry=options["retry"])
     client.auto_close_connection_pool = True  # as from_url does: aclose() closes the pool
     return client

@@ -26,9 +26,7 @@ def _read_until(path: Path, marker: str, timeout: float) -> str:
     raise TimeoutError(f"{marker!r} never appeared in {path}")
 
 
-def test_the_printed_quick_start_works(
-    tmp_path: Path, process_log: Callable[[str], Path]
-) -> None:
+def test_the_printed_quick_start_works(tmp_path: Path, process_log: Callable[[str], Path]) -> None:
     port = free_port()
     # stdout carries the demo key on purpose (shown once); the logs (stderr) must not.
     out, err = tmp_path / "stdout.txt", process_log("quickstart")
