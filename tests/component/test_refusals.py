@@ -303,15 +303,8 @@ async def test_concurrency_limit_is_429_with_retry_after(gateway: GatewayHandle)
             ),
         )
         assert refused.headers["Retry-After"] == "1"
-    # The slot is given back when the session ends (the gateway books the end just after the
-    # close handshake: wait until the tenant sees no live session).
-    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
-
-        async def no_live_session() -> bool:
-            listed = await http.get("/v1/sessions", headers=bearer(key))
-            return listed.json()["data"] == []
-
-        await wait_for(no_live_session, timeout=3)
+    # The slot is given back when the session ends.
+    await until_no_live_session(gateway, key)
     async with session(ws_url(gateway), additional_headers=bearer(key)) as ws:
         await until(ws, "session.created")
 
@@ -329,13 +322,7 @@ async def test_refusals_after_the_lease_keep_the_client_secret(gateway: GatewayH
             refused = await refusal(ws_url(gateway), additional_headers=bearer(secret))
             assert getattr(refused, "status", None) == 429
         assert (await store.tokens.peek(secret)).uses_left == 1
-    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
-
-        async def no_live_session() -> bool:
-            listed = await http.get("/v1/sessions", headers=bearer(key))
-            return listed.json()["data"] == []
-
-        await wait_for(no_live_session, timeout=3)
+    await until_no_live_session(gateway, key)
     async with session(ws_url(gateway), additional_headers=bearer(secret)) as ws:
         await until(ws, "session.created")
         with pytest.raises(TokenAlreadyUsed):  # used now that a session has it
@@ -604,3 +591,15 @@ async def test_upstream_refusing_the_bound_configuration_is_400(
     assert refused.error["message"].startswith("The upstream refused the session configuration: ")
     assert gateway.services is not None
     assert (await gateway.services.store.tokens.peek(secret)).uses_left == 1
+
+
+async def until_no_live_session(gateway: GatewayHandle, key: str) -> None:
+    """The gateway books a session's end just after the close handshake: wait until the
+    tenant sees no live session."""
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+
+        async def no_live_session() -> bool:
+            listed = await http.get("/v1/sessions", headers=bearer(key))
+            return listed.json()["data"] == []
+
+        await wait_for(no_live_session, timeout=3)
