@@ -50,6 +50,26 @@ async def sims(configs: Mapping[str, SimConfig]) -> AsyncIterator[dict[str, SimS
             assert server.hub.internal_errors == 0
 
 
+@contextlib.asynccontextmanager
+async def headroom_gateway(
+    redis_url: str, configs: Mapping[str, SimConfig], clock: Clock, tenant: str
+) -> AsyncIterator[tuple[GatewayHandle, contextlib.AsyncExitStack, str, str]]:
+    """One simulator per credential of upstream "u", a gateway on them (the headroom floor
+    at FLOOR) and a tenant that sees the upstream's own figures (passthrough)."""
+    async with sims(configs) as servers:
+        upstream = sim_upstream(
+            "u", [(name, f"sk-sim-{name}", servers[name].ws_url) for name in configs]
+        )
+        settings = gateway_settings(
+            redis_url=redis_url, upstreams=[upstream], upstream_tokens_floor_fraction=FLOOR
+        )
+        async with run_gateway(settings, clock) as gateway, contextlib.AsyncExitStack() as stack:
+            tenant_id, key = await gateway.create_tenant(
+                name=tenant, policy={"rate_limits_passthrough": True}
+            )
+            yield gateway, stack, tenant_id, key
+
+
 def headroom_of(limits: Sequence[Event]) -> float:
     """What the issue defines: the fraction left of the scarcer of requests and tokens."""
     return min(float(e["remaining"] / e["limit"]) for e in limits if e["name"] in _NAMES)
@@ -108,52 +128,43 @@ async def test_most_headroom_wins_and_an_exhausted_credential_waits_for_its_rese
                        requests_limit=2000),
     }  # fmt: skip
     clock = Clock()
-    async with sims(configs) as servers:
-        upstream = sim_upstream(
-            "u", [(name, f"sk-sim-{name}", servers[name].ws_url) for name in configs]
-        )
-        settings = gateway_settings(
-            redis_url=redis_url, upstreams=[upstream], upstream_tokens_floor_fraction=FLOOR
-        )
-        async with run_gateway(settings, clock) as gateway, contextlib.AsyncExitStack() as stack:
-            tenant_id, key = await gateway.create_tenant(
-                name="headroom", policy={"rate_limits_passthrough": True}
-            )
-            t0 = clock.now
-            # Nothing reported yet: every credential has full headroom; the first listed wins.
-            credential, limits_c = await _session_turn(gateway, key, tenant_id, stack)
-            assert credential == "c"
-            assert limits_c == [
-                {"name": "requests", "limit": 10_000, "remaining": 100, "reset_seconds": 20.0},
-                {"name": "tokens", "limit": 2_000_000, "remaining": 20_000,
-                 "reset_seconds": 20.0},
-            ]  # fmt: skip
-            assert headroom_of(limits_c) == 0.01 < FLOOR
-            assert await _recorded(gateway, "u.c") == {
-                "requests": (10_000, 100, t0 + 20.0),
-                "tokens": (2_000_000, 20_000, t0 + 20.0),
-            }
+    async with headroom_gateway(redis_url, configs, clock, "headroom") as setup:
+        gateway, stack, tenant_id, key = setup
+        t0 = clock.now
+        # Nothing reported yet: every credential has full headroom; the first listed wins.
+        credential, limits_c = await _session_turn(gateway, key, tenant_id, stack)
+        assert credential == "c"
+        assert limits_c == [
+            {"name": "requests", "limit": 10_000, "remaining": 100, "reset_seconds": 20.0},
+            {"name": "tokens", "limit": 2_000_000, "remaining": 20_000,
+             "reset_seconds": 20.0},
+        ]  # fmt: skip
+        assert headroom_of(limits_c) == 0.01 < FLOOR
+        assert await _recorded(gateway, "u.c") == {
+            "requests": (10_000, 100, t0 + 20.0),
+            "tokens": (2_000_000, 20_000, t0 + 20.0),
+        }
 
-            # c is under the floor: the next session goes to b (full headroom, listed first).
-            credential, limits_b = await _session_turn(gateway, key, tenant_id, stack)
-            assert credential == "b"
-            room_b = headroom_of(limits_b)
-            assert FLOOR < room_b < 1.0
-            # a has never reported (full headroom): it beats b.
-            credential, limits_a = await _session_turn(gateway, key, tenant_id, stack)
-            assert credential == "a"
-            room_a = headroom_of(limits_a)
-            # Both now reported: the one with more headroom gets every new session.
-            assert room_a > room_b
-            for _ in range(3):
-                assert await _credential_of_next(gateway, key, tenant_id) == "a"
-
-            # Just before c's reset it still gets nothing; at its reset its figures are void
-            # and it is the one with the most headroom (full) again.
-            clock.now = t0 + 20.0 - 0.001
+        # c is under the floor: the next session goes to b (full headroom, listed first).
+        credential, limits_b = await _session_turn(gateway, key, tenant_id, stack)
+        assert credential == "b"
+        room_b = headroom_of(limits_b)
+        assert FLOOR < room_b < 1.0
+        # a has never reported (full headroom): it beats b.
+        credential, limits_a = await _session_turn(gateway, key, tenant_id, stack)
+        assert credential == "a"
+        room_a = headroom_of(limits_a)
+        # Both now reported: the one with more headroom gets every new session.
+        assert room_a > room_b
+        for _ in range(3):
             assert await _credential_of_next(gateway, key, tenant_id) == "a"
-            clock.now = t0 + 20.0  # exactly c's recorded reset time
-            assert await _credential_of_next(gateway, key, tenant_id) == "c"
+
+        # Just before c's reset it still gets nothing; at its reset its figures are void
+        # and it is the one with the most headroom (full) again.
+        clock.now = t0 + 20.0 - 0.001
+        assert await _credential_of_next(gateway, key, tenant_id) == "a"
+        clock.now = t0 + 20.0  # exactly c's recorded reset time
+        assert await _credential_of_next(gateway, key, tenant_id) == "c"
 
 
 async def test_all_credentials_exhausted_refuses_with_the_earliest_reset(redis_url: str) -> None:
@@ -164,39 +175,30 @@ async def test_all_credentials_exhausted_refuses_with_the_earliest_reset(redis_u
                        reset_seconds=12.5),
     }  # fmt: skip
     clock = Clock()
-    async with sims(configs) as servers:
-        upstream = sim_upstream(
-            "u", [(name, f"sk-sim-{name}", servers[name].ws_url) for name in configs]
-        )
-        settings = gateway_settings(
-            redis_url=redis_url, upstreams=[upstream], upstream_tokens_floor_fraction=FLOOR
-        )
-        async with run_gateway(settings, clock) as gateway, contextlib.AsyncExitStack() as stack:
-            tenant_id, key = await gateway.create_tenant(
-                name="exhausted", policy={"rate_limits_passthrough": True}
-            )
-            credential, limits_x = await _session_turn(gateway, key, tenant_id, stack)
-            assert credential == "x"
-            credential, limits_y = await _session_turn(gateway, key, tenant_id, stack)
-            assert credential == "y"
-            resets = {e["reset_seconds"] for e in limits_x} | {e["reset_seconds"] for e in limits_y}
-            assert resets == {30.0, 12.5}
-            assert headroom_of(limits_x) == headroom_of(limits_y) == 0.01
+    async with headroom_gateway(redis_url, configs, clock, "exhausted") as setup:
+        gateway, stack, tenant_id, key = setup
+        credential, limits_x = await _session_turn(gateway, key, tenant_id, stack)
+        assert credential == "x"
+        credential, limits_y = await _session_turn(gateway, key, tenant_id, stack)
+        assert credential == "y"
+        resets = {e["reset_seconds"] for e in limits_x} | {e["reset_seconds"] for e in limits_y}
+        assert resets == {30.0, 12.5}
+        assert headroom_of(limits_x) == headroom_of(limits_y) == 0.01
 
-            # Both under the floor: refused on the upgrade, Retry-After = the earliest reset
-            # (y's 12.5 s, rounded up to whole seconds).
-            status, headers, body = await refused(url_of(gateway), key)
-            assert (status, headers["retry-after"]) == (429, "13")
-            assert body["error"]["code"] == "rate_limit_exceeded"
-            assert "Every upstream credential" in body["error"]["message"]
+        # Both under the floor: refused on the upgrade, Retry-After = the earliest reset
+        # (y's 12.5 s, rounded up to whole seconds).
+        status, headers, body = await refused(url_of(gateway), key)
+        assert (status, headers["retry-after"]) == (429, "13")
+        assert body["error"]["code"] == "rate_limit_exceeded"
+        assert "Every upstream credential" in body["error"]["message"]
 
-            clock.advance(10.0)  # 2.5 s left until y resets
-            status, headers, _ = await refused(url_of(gateway), key)
-            assert (status, headers["retry-after"]) == (429, "3")
+        clock.advance(10.0)  # 2.5 s left until y resets
+        status, headers, _ = await refused(url_of(gateway), key)
+        assert (status, headers["retry-after"]) == (429, "3")
 
-            clock.advance(2.5)  # y has reset; x has not (17.5 s left)
-            assert await _credential_of_next(gateway, key, tenant_id) == "y"
-            assert math.isclose((await _recorded(gateway, "u.x"))["tokens"][2] - clock.now, 17.5)
+        clock.advance(2.5)  # y has reset; x has not (17.5 s left)
+        assert await _credential_of_next(gateway, key, tenant_id) == "y"
+        assert math.isclose((await _recorded(gateway, "u.x"))["tokens"][2] - clock.now, 17.5)
 
 
 @pytest.mark.parametrize(
